@@ -1,0 +1,3 @@
+"""GeoLibre ML sidecar."""
+
+__version__ = "0.1.0"
