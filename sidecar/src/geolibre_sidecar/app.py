@@ -1,0 +1,141 @@
+"""The app factory: routes, middleware order, and the lifespan that owns the
+one HTTP client and the backend (and stops the backend when the app stops).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from geolibre_sidecar import __version__
+from geolibre_sidecar.backend import Backend, make_backend
+from geolibre_sidecar.errors import EXCEPTION_HANDLERS, BackendUnavailable
+from geolibre_sidecar.proxy import SegmentProxy
+from geolibre_sidecar.security import HostGuard, TokenAuth
+from geolibre_sidecar.settings import SidecarSettings
+from geolibre_sidecar.status import StatusSources, build_status
+
+log = logging.getLogger("geolibre.sidecar")
+
+CONNECT_TIMEOUT_S = 5.0
+# Idle keep-alive connections to the backend; more would only hold sockets.
+MAX_KEEPALIVE = 8
+
+
+def make_http_client(
+    settings: SidecarSettings, transport: httpx.AsyncBaseTransport | None
+) -> httpx.AsyncClient:
+    """The sidecar's one client to samgeo-api (building one costs ~40 ms: reuse it)."""
+    timeout = httpx.Timeout(settings.upstream_timeout_s, connect=CONNECT_TIMEOUT_S)
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        limits=httpx.Limits(max_keepalive_connections=MAX_KEEPALIVE, max_connections=None),
+        # Loopback only: proxies from the environment must not capture these calls.
+        trust_env=False,
+    )
+
+
+def create_app(
+    settings: SidecarSettings,
+    *,
+    token: str,
+    transport: httpx.AsyncBaseTransport | None = None,
+    request_shutdown: Callable[[], None] | None = None,
+) -> Starlette:
+    """Build the sidecar. ``transport`` lets tests route upstream calls; ``request_shutdown``
+    is how ``POST /shutdown`` asks the server (the launcher) to exit."""
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(build_status(request.app.state.status_sources))
+
+    async def models(request: Request) -> Response:
+        backend: Backend = request.app.state.backend
+        if not backend.available:
+            raise BackendUnavailable(
+                "The model backend is not running, so its models cannot be listed. "
+                "Press Start server, or send a segmentation request to start it."
+            )
+        url = await backend.ensure_ready()
+        http: httpx.AsyncClient = request.app.state.http
+        try:
+            upstream = await http.get(f"{url}/models", timeout=30.0)
+        except httpx.TransportError as exc:
+            raise await backend.explain(exc) from None
+        return Response(
+            upstream.content,
+            status_code=upstream.status_code,
+            media_type=upstream.headers.get("content-type", "application/json"),
+        )
+
+    async def backend_start(request: Request) -> Response:
+        await request.app.state.backend.start()
+        return JSONResponse(build_status(request.app.state.status_sources))
+
+    async def backend_stop(request: Request) -> Response:
+        await request.app.state.backend.stop()
+        return JSONResponse(build_status(request.app.state.status_sources))
+
+    async def shutdown(_request: Request) -> Response:
+        log.info("shutdown requested over HTTP")
+        if request_shutdown is not None:
+            request_shutdown()
+        return JSONResponse({"status": "shutting down"}, status_code=202)
+
+    async def segment(request: Request) -> Response:
+        return await request.app.state.proxy(request)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        http = make_http_client(settings, transport)
+        backend = make_backend(settings, http)
+        app.state.http = http
+        app.state.backend = backend
+        app.state.proxy = SegmentProxy(settings, backend, http)
+        app.state.status_sources = StatusSources(settings=settings, backend=backend)
+        await backend.startup()
+        try:
+            yield
+        finally:
+            await backend.aclose()
+            await http.aclose()
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/ml/status", status, methods=["GET"]),
+        Route("/ml/models", models, methods=["GET"]),
+        Route("/ml/segment/{mode}", segment, methods=["POST"]),
+        Route("/ml/backend/start", backend_start, methods=["POST"]),
+        Route("/ml/backend/stop", backend_stop, methods=["POST"]),
+        Route("/shutdown", shutdown, methods=["POST"]),
+    ]
+    # Outermost first: refuse foreign Host headers before anything else, answer
+    # CORS pre-flight before the token check, then require the token.
+    middleware = [
+        Middleware(HostGuard, allowed_hosts=settings.allowed_hosts),
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["X-GeoLibre-Token", "Authorization", "Content-Type", "Last-Event-ID"],
+            max_age=600,
+        ),
+        Middleware(TokenAuth, token=token),
+    ]
+    handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
+    return Starlette(
+        routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan
+    )

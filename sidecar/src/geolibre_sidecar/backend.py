@@ -1,0 +1,340 @@
+"""The two ways the sidecar has a backend: one it launches and supervises
+(``managed``), or one it is pointed at with GEOLIBRE_ML_SAMGEO_URL (``external``,
+never launched). Both answer the same questions for the proxy and status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+import httpx
+from geolibre_env.errors import GeoLibreError, NotInstalledError
+from geolibre_env.exit_causes import ExitCause, classify_text
+from geolibre_env.model_env import active_environment
+from geolibre_env.redact import redact_url
+from geolibre_env.supervisor import BackendState, Health, LaunchSpec, Supervisor
+
+from geolibre_sidecar.errors import BackendBroke, BackendUnavailable, Conflict, SidecarError
+from geolibre_sidecar.model_variants import ModelVariants
+from geolibre_sidecar.settings import SidecarSettings
+
+log = logging.getLogger("geolibre.sidecar")
+
+EXTERNAL_PROBE_INTERVAL_S = 5.0
+EXTERNAL_PROBE_TIMEOUT_S = 3.0
+# Variables of ours that the model server has no business seeing.
+_PRIVATE_PREFIXES = ("GEOLIBRE_",)
+
+
+class Backend(Protocol):
+    mode: str
+    variants: ModelVariants
+    last_request_error: dict[str, Any] | None
+
+    @property
+    def state(self) -> str: ...
+    @property
+    def available(self) -> bool: ...
+    @property
+    def health(self) -> Health: ...
+    @property
+    def instance(self) -> object: ...
+    @property
+    def public_url(self) -> str | None: ...
+
+    async def ensure_ready(self) -> str: ...
+    def request(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+    async def start(self) -> str: ...
+    async def stop(self) -> None: ...
+    async def clear_models(self) -> None: ...
+    async def explain(self, exc: httpx.TransportError) -> SidecarError: ...
+    def note_error_answer(self, status: int, detail: str) -> None: ...
+    def snapshot(self) -> dict[str, Any]: ...
+    async def startup(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+def backend_environment(settings: SidecarSettings, *, managed: bool) -> dict[str, str]:
+    """The model server's environment: ours minus our secrets, unbuffered output."""
+    env = {
+        key: value
+        for key, value in settings.env.environ.items()
+        if not key.startswith(_PRIVATE_PREFIXES)
+    }
+    if managed:
+        # The managed environment keeps its token in its own HF_HOME.
+        env.pop("HF_TOKEN", None)
+        env.pop("HUGGING_FACE_HUB_TOKEN", None)
+    env["PYTHONUNBUFFERED"] = "1"  # output as it happens: start-up progress shows in the log
+    return env
+
+
+def _note_error(backend: Backend, status: int, detail: str) -> None:
+    cause = classify_text(detail)
+    backend.last_request_error = {
+        "status": status,
+        "detail": detail[:500],
+        "cause": cause.value if cause else None,
+        "at": time.time(),
+    }
+
+
+class ManagedBackend:
+    """A samgeo-api the sidecar starts on demand and supervises."""
+
+    mode = "managed"
+
+    def __init__(self, settings: SidecarSettings, http: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.supervisor = Supervisor(
+            self._resolve_launch, paths=settings.env.paths, http=http, config=settings.supervisor
+        )
+        self.variants = ModelVariants(settings.max_model_variants)
+        self.last_request_error: dict[str, Any] | None = None
+
+    def _resolve_launch(self) -> LaunchSpec:
+        settings = self.settings
+        if settings.samgeo_cmd:
+            return LaunchSpec(
+                settings.samgeo_cmd,
+                backend_environment(settings, managed=False),
+                "GEOLIBRE_ML_SAMGEO_CMD",
+            )
+        active = active_environment(settings.env.paths)
+        if active is not None:
+            env = backend_environment(settings, managed=True)
+            env.update(active.record.get("backend_env") or {})
+            from geolibre_env.weights import backend_environment as weights_env
+
+            env.update(weights_env(settings.env, active))
+            return LaunchSpec((str(active.server),), env, "the managed model environment")
+        on_path = shutil.which("samgeo-api", path=settings.env.environ.get("PATH"))
+        if on_path:
+            return LaunchSpec(
+                (on_path,), backend_environment(settings, managed=False), "samgeo-api on PATH"
+            )
+        raise NotInstalledError(
+            "The model backend is not installed.",
+            hint="Install it from the app (Install model backend) or run `geolibre-ml install`.",
+        )
+
+    @property
+    def state(self) -> str:
+        return self.supervisor.state.value
+
+    @property
+    def available(self) -> bool:
+        return self.supervisor.state in (BackendState.READY, BackendState.BUSY)
+
+    @property
+    def health(self) -> Health:
+        return self.supervisor.health
+
+    @property
+    def instance(self) -> object:
+        snapshot_pid = self.supervisor.snapshot().get("pid")
+        return (snapshot_pid, self.supervisor.url)
+
+    @property
+    def public_url(self) -> str | None:
+        return self.supervisor.url if self.available else None
+
+    async def ensure_ready(self) -> str:
+        try:
+            return await self.supervisor.ensure_ready()
+        except GeoLibreError as exc:
+            raise BackendUnavailable(str(exc)) from None
+
+    def request(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.supervisor.request()
+
+    async def start(self) -> str:
+        try:
+            return await self.supervisor.start()
+        except GeoLibreError as exc:
+            raise BackendUnavailable(str(exc)) from None
+
+    async def stop(self) -> None:
+        await self.supervisor.stop()
+
+    async def clear_models(self) -> None:
+        await self.supervisor.clear_models()
+
+    async def explain(self, exc: httpx.TransportError) -> SidecarError:
+        report = await self.supervisor.crash_report()
+        if report is not None and report.cause is not ExitCause.STOPPED:
+            return BackendBroke(
+                "The model backend crashed while working on this request: "
+                f"{report.summary} {report.hint}"
+            )
+        if report is not None:
+            return BackendUnavailable(
+                "The model backend was stopped while working on this request."
+            )
+        return BackendBroke(
+            "The model backend dropped the connection in the middle of this request "
+            f"({exc.__class__.__name__}). Try again; if it keeps happening, run geolibre-ml doctor."
+        )
+
+    def note_error_answer(self, status: int, detail: str) -> None:
+        _note_error(self, status, detail)
+
+    def snapshot(self) -> dict[str, Any]:
+        data = self.supervisor.snapshot()
+        data["model_variants"] = self.variants.snapshot()
+        return data
+
+    async def startup(self) -> None:
+        outcome = await self.supervisor.recover_leftover()
+        if outcome:
+            log.info("leftover backend: %s", outcome)
+
+    async def aclose(self) -> None:
+        await self.supervisor.aclose()
+
+
+class ExternalBackend:
+    """A samgeo-api someone else runs: proxied, probed, never started or stopped."""
+
+    mode = "external"
+
+    def __init__(self, url: str, http: httpx.AsyncClient) -> None:
+        self.url = url
+        self.shown_url = redact_url(url)
+        self._http = http
+        self.health = Health()
+        self.variants = ModelVariants(0)
+        self.last_request_error: dict[str, Any] | None = None
+        self._in_flight = 0
+        self._probe_task: asyncio.Task[None] | None = None
+        self._first_probe = asyncio.Event()
+
+    @property
+    def state(self) -> str:
+        return BackendState.EXTERNAL.value
+
+    @property
+    def available(self) -> bool:
+        # A slow /health while our own request runs is inference, not an outage.
+        return self.health.last_ok_at is not None and (
+            self.health.last_error is None or self._in_flight > 0
+        )
+
+    @property
+    def instance(self) -> object:
+        return self.url
+
+    @property
+    def public_url(self) -> str | None:
+        return self.shown_url
+
+    async def ensure_ready(self) -> str:
+        return self.url
+
+    @contextlib.asynccontextmanager
+    async def request(self) -> AsyncIterator[None]:
+        self._in_flight += 1
+        try:
+            yield
+        finally:
+            self._in_flight -= 1
+
+    async def start(self) -> str:
+        if not await self._probe():
+            raise BackendUnavailable(self._unreachable(self.health.last_error or "no answer"))
+        return self.url
+
+    async def stop(self) -> None:
+        raise Conflict(
+            "The backend is external (GEOLIBRE_ML_SAMGEO_URL), so the sidecar does not stop it."
+        )
+
+    async def clear_models(self) -> None:  # never on a server others may share
+        return None
+
+    def _unreachable(self, reason: str) -> str:
+        return (
+            f"The samgeo-api at {self.shown_url} is not reachable ({reason}). Start it, or unset "
+            "GEOLIBRE_ML_SAMGEO_URL so the sidecar starts its own."
+        )
+
+    async def explain(self, exc: httpx.TransportError) -> SidecarError:
+        if isinstance(exc, httpx.ConnectError):
+            return BackendUnavailable(self._unreachable("connection refused or host unknown"))
+        return BackendBroke(
+            f"The samgeo-api at {self.shown_url} dropped the connection in the middle of this "
+            f"request ({exc.__class__.__name__})."
+        )
+
+    def note_error_answer(self, status: int, detail: str) -> None:
+        _note_error(self, status, detail)
+
+    async def _probe(self) -> bool:
+        try:
+            response = await self._http.get(f"{self.url}/health", timeout=EXTERNAL_PROBE_TIMEOUT_S)
+            response.raise_for_status()
+            self.health.version = response.json().get("version")
+        except (httpx.HTTPError, ValueError) as exc:
+            self.health.last_error = exc.__class__.__name__
+            return False
+        finally:
+            self._first_probe.set()
+        self.health.last_ok_at = time.time()
+        self.health.last_error = None
+        if self.health.models is None:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                models = await self._http.get(
+                    f"{self.url}/models", timeout=EXTERNAL_PROBE_TIMEOUT_S
+                )
+                if models.status_code == 200:
+                    self.health.models = models.json()
+        return True
+
+    async def _probe_forever(self) -> None:
+        while True:
+            if not self._in_flight:  # busy: a slow answer would prove nothing
+                await self._probe()
+            await asyncio.sleep(EXTERNAL_PROBE_INTERVAL_S)
+
+    async def wait_first_probe(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_probe.wait(), timeout_s)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "mode": "external",
+            "state": self.state,
+            "cause": "GEOLIBRE_ML_SAMGEO_URL is set: proxy only, never launched",
+            "url": self.shown_url,
+            "pid": None,
+            "port": None,
+            "uptime_s": None,
+            "restarts": 0,
+            "in_flight": self._in_flight,
+            "last_exit": None,
+            "health": {
+                "last_ok_at": self.health.last_ok_at,
+                "last_error": self.health.last_error,
+            },
+        }
+
+    async def startup(self) -> None:
+        self._probe_task = asyncio.create_task(self._probe_forever(), name="external-probe")
+
+    async def aclose(self) -> None:
+        if self._probe_task:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+
+
+def make_backend(settings: SidecarSettings, http: httpx.AsyncClient) -> Backend:
+    if settings.samgeo_url:
+        return ExternalBackend(settings.samgeo_url, http)
+    return ManagedBackend(settings, http)

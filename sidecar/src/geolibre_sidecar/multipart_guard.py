@@ -1,0 +1,201 @@
+"""Validate a multipart/form-data body while it streams through, without keeping it.
+
+The proxy feeds every chunk it forwards; file data is only counted, text
+fields are kept (they are small) and checked against
+:mod:`geolibre_sidecar.segment_fields` the moment each part ends. The proxy
+holds back the last chunk until :meth:`MultipartGuard.finish` passes, so the
+backend never receives a complete request that we would have refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from email.message import Message
+from enum import Enum, auto
+
+from geolibre_sidecar.errors import BadRequest, InvalidField, SidecarError
+from geolibre_sidecar.segment_fields import check_value, field_table
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_FIELD_BYTES = 64 * 1024
+MAX_PREAMBLE_BYTES = 64 * 1024
+
+
+class _State(Enum):
+    PREAMBLE = auto()
+    AFTER_DELIMITER = auto()
+    HEADERS = auto()
+    BODY = auto()
+    END = auto()
+
+
+@dataclass
+class FormSummary:
+    """What the body held: text fields verbatim, the file by name and size only."""
+
+    fields: dict[str, str] = field(default_factory=dict)
+    file_name: str | None = None
+    file_bytes: int = 0
+
+
+@dataclass
+class _Part:
+    name: str
+    filename: str | None
+    size: int = 0
+    value: bytearray = field(default_factory=bytearray)
+
+
+def boundary_of(content_type: str) -> bytes:
+    """The boundary of a multipart/form-data Content-Type, or a 400 saying what is wrong."""
+    message = Message()
+    message["content-type"] = content_type
+    if message.get_content_type() != "multipart/form-data":
+        raise BadRequest(
+            "Send the image as multipart/form-data (a form with a 'file' field), "
+            f"not {message.get_content_type() or 'an empty Content-Type'}."
+        )
+    boundary = message.get_param("boundary")
+    if not isinstance(boundary, str) or not 1 <= len(boundary) <= 200:
+        raise BadRequest("The multipart Content-Type has no valid boundary parameter.")
+    return boundary.encode("latin-1")
+
+
+class MultipartGuard:
+    """An incremental multipart parser that only validates."""
+
+    def __init__(self, boundary: bytes, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self._fields = field_table(endpoint)
+        self._first_delimiter = b"--" + boundary
+        self._delimiter = b"\r\n--" + boundary
+        self._state = _State.PREAMBLE
+        self._pending = b""
+        self._part: _Part | None = None
+        self._seen: set[str] = set()
+        self._preamble_bytes = 0
+        self.summary = FormSummary()
+
+    def feed(self, chunk: bytes) -> None:
+        """Consume the next chunk; raises a :class:`SidecarError` on bad input."""
+        data = self._pending + chunk if self._pending else chunk
+        pos = 0
+        while True:
+            state = self._state
+            if state is _State.PREAMBLE:
+                index = data.find(self._first_delimiter, pos)
+                if index < 0:
+                    keep = len(self._first_delimiter) - 1
+                    self._preamble_bytes += max(0, len(data) - pos - keep)
+                    if self._preamble_bytes > MAX_PREAMBLE_BYTES:
+                        raise BadRequest("The body is not multipart/form-data (no boundary found).")
+                    pos = max(pos, len(data) - keep)
+                    break
+                pos = index + len(self._first_delimiter)
+                self._state = _State.AFTER_DELIMITER
+            elif state is _State.AFTER_DELIMITER:
+                if len(data) - pos < 2:
+                    break
+                marker = data[pos : pos + 2]
+                pos += 2
+                if marker == b"--":
+                    self._state = _State.END
+                elif marker == b"\r\n":
+                    self._state = _State.HEADERS
+                else:
+                    raise BadRequest("The multipart body is malformed (bad boundary line).")
+            elif state is _State.HEADERS:
+                index = data.find(b"\r\n\r\n", pos)
+                if index < 0:
+                    if len(data) - pos > MAX_HEADER_BYTES:
+                        raise BadRequest("A multipart part has oversized or broken headers.")
+                    break
+                self._part = self._start_part(data[pos:index])
+                pos = index + 4
+                self._state = _State.BODY
+            elif state is _State.BODY:
+                index = data.find(self._delimiter, pos)
+                end = index if index >= 0 else len(data) - (len(self._delimiter) - 1)
+                if end > pos:
+                    self._consume(data, pos, end)
+                    pos = end
+                if index < 0:
+                    break
+                self._end_part()
+                pos = index + len(self._delimiter)
+                self._state = _State.AFTER_DELIMITER
+            else:  # END: the epilogue is ignored, as RFC 2046 says
+                pos = len(data)
+                break
+        self._pending = data[pos:]
+
+    def finish(self) -> FormSummary:
+        """Call at the end of the body: checks completeness and required fields."""
+        if self._state is not _State.END:
+            raise BadRequest("The multipart body ended early (no closing boundary).")
+        for spec in self._fields.values():
+            if spec.required and spec.name not in self._seen:
+                hint = f" ({spec.what})" if spec.what else ""
+                raise InvalidField(f"Field '{spec.name}' is required{hint}.")
+        if self.endpoint == "predict" and not (
+            self.summary.fields.get("point_coords") or self.summary.fields.get("boxes")
+        ):
+            raise InvalidField("Send point_coords or boxes with /segment/predict.")
+        return self.summary
+
+    def _start_part(self, raw_headers: bytes) -> _Part:
+        message = Message()
+        for line in raw_headers.decode("utf-8", "replace").split("\r\n"):
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise BadRequest("A multipart part has a malformed header line.")
+            message[name.strip()] = value.strip()
+        name = message.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or not name:
+            raise BadRequest("A multipart part has no Content-Disposition name.")
+        filename = message.get_param("filename", header="content-disposition")
+        spec = self._fields.get(name)
+        if spec is None:
+            known = ", ".join(sorted(self._fields))
+            raise InvalidField(f"Unknown field '{name}' for /segment/{self.endpoint}; "
+                               f"expected one of: {known}.")  # fmt: skip
+        if name in self._seen:
+            raise InvalidField(f"Field '{name}' was sent more than once.")
+        is_file = isinstance(filename, str)
+        if spec.type == "file" and not is_file:
+            raise InvalidField(f"Field '{name}' must be a file upload ({spec.what}).")
+        if spec.type != "file" and is_file:
+            raise InvalidField(f"Field '{name}' must be text, not a file.")
+        self._seen.add(name)
+        return _Part(name=name, filename=filename if is_file else None)
+
+    def _consume(self, data: bytes, start: int, end: int) -> None:
+        part = self._part
+        assert part is not None
+        part.size += end - start
+        if part.filename is None:
+            if part.size > MAX_FIELD_BYTES:
+                raise InvalidField(f"Field '{part.name}' is too long.")
+            part.value += data[start:end]
+
+    def _end_part(self) -> None:
+        part = self._part
+        assert part is not None
+        self._part = None
+        if part.filename is not None:
+            if part.size == 0:
+                raise InvalidField("The uploaded file is empty.")
+            self.summary.file_name = part.filename
+            self.summary.file_bytes = part.size
+            return
+        value = part.value.decode("utf-8", "replace")
+        spec = self._fields[part.name]
+        if spec.required and not value.strip():
+            raise InvalidField(f"Field '{part.name}' is empty; send {spec.what}.")
+        problem = check_value(spec, value)
+        if problem:
+            raise InvalidField(problem)
+        self.summary.fields[part.name] = value
+
+
+__all__ = ["FormSummary", "MultipartGuard", "SidecarError", "boundary_of"]

@@ -1,0 +1,322 @@
+"""The streaming proxy for ``POST /ml/segment/{text,automatic,predict}``.
+
+Both directions stream: the upload is forwarded chunk by chunk while the
+multipart guard validates it (the last chunk is held back until the body is
+known good), and the answer is relayed as it arrives. A client that goes away
+cancels the upstream request; every failure becomes one status and one
+sentence (see :mod:`geolibre_sidecar.errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+from geolibre_env.exit_causes import HINTS, ExitCause
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import Message, Receive, Scope, Send
+
+from geolibre_sidecar.backend import Backend
+from geolibre_sidecar.errors import (
+    BackendTimeout,
+    PayloadTooLarge,
+    SidecarError,
+    TooManyRequests,
+    error_response,
+)
+from geolibre_sidecar.model_variants import variant_key
+from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of
+from geolibre_sidecar.segment_fields import ENDPOINT_FIELDS
+from geolibre_sidecar.settings import MIB, SidecarSettings
+
+log = logging.getLogger("geolibre.proxy")
+
+ERROR_BODY_LIMIT_BYTES = 64 * 1024
+# Headers that describe one hop, or that samgeo-api sets wide open (CORS).
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    {"connection", "keep-alive", "transfer-encoding", "server", "date", "vary"}
+)
+
+
+Release = Callable[[], Awaitable[None]]
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class RelayResponse(StreamingResponse):
+    """Streams the backend's answer; closes it and frees the slot however the stream ends."""
+
+    def __init__(self, upstream: httpx.Response, release: Release) -> None:
+        self._upstream = upstream
+        self._release = release
+        super().__init__(
+            self._relay(), status_code=upstream.status_code, headers=_response_headers(upstream)
+        )
+
+    async def _relay(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._upstream.aiter_raw():
+                yield chunk
+        except httpx.TransportError as exc:
+            # The status line is sent already: all we can do is end the stream.
+            log.warning("backend broke while sending its answer: %s", exc.__class__.__name__)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._upstream.aclose()
+            await self._release()
+
+
+def _response_headers(upstream: httpx.Response) -> dict[str, str]:
+    return {
+        key: value
+        for key, value in upstream.headers.items()
+        if key.lower() not in _DROPPED_RESPONSE_HEADERS
+        and not key.lower().startswith("access-control-")
+    }
+
+
+class SegmentProxy:
+    """Forwards segment requests to the backend; owns the in-flight cap."""
+
+    def __init__(
+        self, settings: SidecarSettings, backend: Backend, http: httpx.AsyncClient
+    ) -> None:
+        self.settings = settings
+        self.backend = backend
+        self.http = http
+        self.in_flight = 0
+
+    async def __call__(self, request: Request) -> Response:
+        mode = request.path_params["mode"]
+        if mode not in ENDPOINT_FIELDS:
+            return JSONResponse(
+                {"detail": f"Unknown segmentation mode {mode!r}; use text, automatic or predict."},
+                status_code=404,
+            )
+        boundary = boundary_of(request.headers.get("content-type", ""))
+        length = self._declared_length(request)
+        if self.in_flight >= self.settings.max_in_flight:
+            raise TooManyRequests(
+                f"{self.in_flight} segmentation requests are already running (the limit is "
+                f"{self.settings.max_in_flight}); wait for one to finish and try again.",
+                headers={"Retry-After": "5"},
+            )
+        self.in_flight += 1
+        release = self._releaser()
+        try:
+            url = await self.backend.ensure_ready()
+            request_scope = self.backend.request()
+            await request_scope.__aenter__()
+            release = self._releaser(request_scope)
+            response = await self._forward(request, mode, url, boundary, length, release)
+        except BaseException:
+            await release()
+            raise
+        return response
+
+    def _declared_length(self, request: Request) -> int | None:
+        raw = request.headers.get("content-length")
+        if raw is None:
+            return None  # chunked: counted while streaming instead
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise SidecarError("Content-Length is not a number.")
+        if length > self.settings.max_upload_bytes:
+            raise self._too_large()
+        return length
+
+    def _too_large(self) -> PayloadTooLarge:
+        limit_mb = self.settings.max_upload_bytes // MIB
+        return PayloadTooLarge(
+            f"The upload is larger than the sidecar's limit of {limit_mb} MB. Crop or tile the "
+            "image, or raise GEOLIBRE_ML_MAX_UPLOAD_MB.",
+            headers={"Connection": "close"},
+        )
+
+    def _releaser(
+        self, request_scope: contextlib.AbstractAsyncContextManager[None] | None = None
+    ) -> Release:
+        released = False
+
+        async def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self.in_flight -= 1
+            if request_scope is not None:
+                await request_scope.__aexit__(None, None, None)
+
+        return release
+
+    async def _forward(
+        self,
+        request: Request,
+        mode: str,
+        url: str,
+        boundary: bytes,
+        length: int | None,
+        release: Release,
+    ) -> Response:
+        started = time.monotonic()
+        guard = MultipartGuard(boundary, mode)
+        body_done = asyncio.Event()
+        sent = 0
+
+        async def upload() -> AsyncIterator[bytes]:
+            nonlocal sent
+            held: bytes | None = None
+            try:
+                async for chunk in request.stream():
+                    if not chunk:
+                        continue
+                    sent += len(chunk)
+                    if sent > self.settings.max_upload_bytes or (
+                        length is not None and sent > length
+                    ):
+                        raise self._too_large()
+                    guard.feed(chunk)
+                    if held is not None:
+                        yield held
+                    held = chunk
+            except ClientDisconnect:
+                raise _ClientGone from None
+            summary = guard.finish()
+            await self._before_release(mode, summary.fields)
+            body_done.set()
+            if held is not None:
+                yield held
+
+        headers = {"content-type": request.headers["content-type"]}
+        if length is not None:
+            headers["content-length"] = str(length)
+        upstream_request = self.http.build_request(
+            "POST", f"{url}/segment/{mode}", headers=headers, content=upload()
+        )
+        send = asyncio.create_task(self.http.send(upstream_request, stream=True))
+        watcher = asyncio.create_task(self._client_left(request, body_done))
+        try:
+            async with asyncio.timeout(self.settings.upstream_timeout_s):
+                await asyncio.wait({send, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            send.cancel()
+            watcher.cancel()
+            raise BackendTimeout(
+                f"The model backend did not answer within {self.settings.upstream_timeout_s:g} s. "
+                "Try a smaller image, or raise GEOLIBRE_ML_UPSTREAM_TIMEOUT_S."
+            ) from None
+        if not send.done():  # the client left while the backend was working
+            send.cancel()
+            with contextlib.suppress(BaseException):
+                await send
+            log.info("POST /ml/segment/%s: client disconnected; upstream request cancelled", mode)
+            await release()
+            return Response(status_code=499)
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        try:
+            upstream = send.result()
+        except _ClientGone:
+            log.info("POST /ml/segment/%s: client disconnected during upload", mode)
+            await release()
+            return Response(status_code=499)
+        except SidecarError as exc:
+            # Refused before the backend saw a complete request; finish reading
+            # the upload so the client gets this answer instead of a reset.
+            if not isinstance(exc, PayloadTooLarge):
+                await self._drain(request, sent)
+            log.info("POST /ml/segment/%s refused: %s", mode, exc.detail)
+            await release()
+            return error_response(exc)
+        except httpx.TimeoutException:
+            raise BackendTimeout(
+                f"The model backend did not answer within {self.settings.upstream_timeout_s:g} s."
+            ) from None
+        except httpx.TransportError as exc:
+            raise await self.backend.explain(exc) from None
+
+        if upstream.status_code >= 500:
+            return await self._error_answer(upstream, mode, release)
+        log.info(
+            "POST /ml/segment/%s -> %d after %.2f s (%d bytes up)",
+            mode,
+            upstream.status_code,
+            time.monotonic() - started,
+            sent,
+        )
+        return RelayResponse(upstream, release)
+
+    async def _before_release(self, mode: str, fields: dict[str, str]) -> None:
+        """Last moment before the backend can act on the request: apply the model-cache policy."""
+        variants, owner = self.backend.variants, self.backend.instance
+        key = variant_key(mode, fields)
+        if variants.needs_clear(owner, key):
+            log.info("clearing samgeo-api's model cache before loading variant %s", key)
+            try:
+                await self.backend.clear_models()
+                variants.cleared()
+            except httpx.HTTPError as exc:
+                log.warning("could not clear the model cache: %s", exc.__class__.__name__)
+        variants.loaded(owner, key)
+
+    async def _client_left(self, request: Request, body_done: asyncio.Event) -> None:
+        """Return when the client disconnects after sending its whole body."""
+        await body_done.wait()
+        while True:
+            message: Message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    async def _drain(self, request: Request, already: int) -> None:
+        received = already
+        with contextlib.suppress(ClientDisconnect, RuntimeError):
+            while received <= self.settings.max_upload_bytes:
+                message = await request.receive()
+                if message["type"] != "http.request":
+                    return
+                received += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+
+    async def _error_answer(
+        self, upstream: httpx.Response, mode: str, release: Release
+    ) -> Response:
+        """samgeo-api's 5xx: keep its detail, add the cause and a hint when we know them."""
+        try:
+            body = b""
+            async for chunk in upstream.aiter_raw():
+                body += chunk
+                if len(body) > ERROR_BODY_LIMIT_BYTES:
+                    break
+        finally:
+            await upstream.aclose()
+            await release()
+        detail = body.decode("utf-8", "replace")
+        with contextlib.suppress(ValueError):
+            parsed = json.loads(body)
+            if isinstance(parsed, dict) and "detail" in parsed:
+                detail = str(parsed["detail"])
+        self.backend.note_error_answer(upstream.status_code, detail)
+        payload: dict[str, object] = {"detail": detail}
+        error = self.backend.last_request_error or {}
+        if error.get("cause"):
+            cause = ExitCause(error["cause"])
+            payload["cause"] = cause.value
+            payload["hint"] = HINTS[cause]
+        log.warning("POST /ml/segment/%s -> %d: %s", mode, upstream.status_code, detail[:200])
+        return JSONResponse(payload, status_code=upstream.status_code)

@@ -1,0 +1,127 @@
+"""``GET /ml/status``: GeoLibre's keys plus state, backend, install, accelerator
+and hints. Built only from what the sidecar already knows (no probe on the
+request path), so it answers fast while samgeo-api is blocked in inference.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from geolibre_env.exit_causes import HINTS, ExitCause
+from geolibre_env.model_env import active_environment
+
+from geolibre_sidecar import __version__
+from geolibre_sidecar.backend import Backend
+from geolibre_sidecar.settings import SidecarSettings
+
+INSTALL_HINT = (
+    "Install the model backend: press Install in the app's ML settings, or run "
+    "`geolibre-ml install` in a terminal."
+)
+START_HINT = "It starts with the first segmentation request, or press Start server."
+
+
+@dataclass
+class StatusSources:
+    """Everything status reads; optional parts are filled in as features start up."""
+
+    settings: SidecarSettings
+    backend: Backend
+    started_at: float = field(default_factory=time.time)
+    install: Any = None  # geolibre_sidecar.install_api.InstallJobs
+    accelerator: Any = None  # geolibre_sidecar.accelerator.AcceleratorInfo
+
+
+def _installed(sources: StatusSources) -> bool:
+    settings = sources.settings
+    if settings.samgeo_cmd or settings.samgeo_url:
+        return True
+    return active_environment(settings.env.paths) is not None
+
+
+def build_status(sources: StatusSources) -> dict[str, Any]:
+    backend, settings = sources.backend, sources.settings
+    snapshot = backend.snapshot()
+    state = backend.state
+    available = backend.available
+    hints: list[str] = []
+    install = sources.install.snapshot() if sources.install is not None else None
+    installing = bool(install and install.get("running"))
+    installed = _installed(sources)
+    last_exit = snapshot.get("last_exit") or {}
+
+    if available:
+        version = backend.health.version
+        if state == "busy":
+            count = snapshot.get("in_flight", 0)
+            message = f"samgeo-api is working on {count} request(s); new ones wait their turn."
+        else:
+            message = f"samgeo-api {version or ''} is ready.".replace("  ", " ")
+    elif state == "external":
+        message = (
+            f"The samgeo-api at {backend.public_url} is not answering "
+            f"({backend.health.last_error or 'no answer yet'})."
+        )
+        hints.append(
+            "Start that server, or unset GEOLIBRE_ML_SAMGEO_URL so the sidecar runs its own."
+        )
+    elif installing:
+        message = "The model backend is being installed."
+    elif state == "starting":
+        message = (
+            "The model backend is starting (about 15 s; loading a model the first time "
+            "takes longer)."
+        )
+    elif state in ("restarting", "failed"):
+        message = str(snapshot.get("cause") or last_exit.get("summary") or "The backend failed.")
+        if last_exit.get("hint"):
+            hints.append(last_exit["hint"])
+        if state == "failed":
+            hints.append("Press Start server to try again once the cause is fixed.")
+    elif not installed:
+        message = "The model backend is not installed."
+        hints.append(INSTALL_HINT)
+    else:
+        cause = last_exit.get("cause")
+        message = (
+            last_exit.get("summary", "The model backend is not running.")
+            if cause in (ExitCause.IDLE_UNLOADED.value,)
+            else "The model backend is not running."
+        )
+        hints.append(START_HINT)
+
+    error = backend.last_request_error
+    if error and error.get("cause"):
+        hint = HINTS[ExitCause(error["cause"])]
+        if hint not in hints:
+            hints.append(f"The last segmentation failed: {hint}")
+    accelerator = sources.accelerator.snapshot() if sources.accelerator is not None else None
+    if accelerator and accelerator.get("hint"):
+        hints.append(accelerator["hint"])
+    if installing and install:
+        hints.append(f"Install in progress: {install.get('message') or install.get('phase')}.")
+
+    return {
+        # GeoLibre's keys first: the app's front end reads these.
+        "available": available,
+        "default_model": settings.default_model,
+        "message": message,
+        "url": backend.public_url if available else None,
+        "version": backend.health.version if available else None,
+        "models": backend.health.models if available else None,
+        # Ours.
+        "state": "installing" if installing and not available else state,
+        "installed": installed,
+        "backend": snapshot,
+        "install": install,
+        "accelerator": accelerator,
+        "hints": hints,
+        "sidecar": {
+            "version": __version__,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - sources.started_at, 1),
+        },
+    }

@@ -1,0 +1,38 @@
+"""The sidecar's field table must match samgeo-api's published schema exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from geolibre_sidecar.segment_fields import ENDPOINT_FIELDS
+
+REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+OPENAPI = REFERENCE / "samgeo-api-1.4.2.openapi.json"
+
+
+def reference_fields(path: str) -> dict[str, tuple[str, object, bool]]:
+    spec = json.loads(OPENAPI.read_text())
+    body = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    schema = spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    required = set(schema.get("required", []))
+    out = {}
+    for name, prop in schema["properties"].items():
+        kinds = [p.get("type") for p in prop.get("anyOf", [prop]) if p.get("type") != "null"]
+        kind = kinds[0]
+        if prop.get("contentMediaType") == "application/octet-stream":
+            kind = "file"
+        out[name] = (kind, prop.get("default"), name in required)
+    return out
+
+
+@pytest.mark.skipif(not OPENAPI.exists(), reason="shared reference not beside the checkout")
+@pytest.mark.parametrize("endpoint", sorted(ENDPOINT_FIELDS))
+def test_field_table_matches_the_openapi_schema(endpoint):
+    expected = reference_fields(f"/segment/{endpoint}")
+    ours = {}
+    for field in ENDPOINT_FIELDS[endpoint]:
+        kind = "string" if field.type == "json" else field.type
+        ours[field.name] = (kind, field.default, field.required)
+    assert ours == expected
