@@ -57,6 +57,23 @@ def write_record(path: Path, record: BackendRecord) -> None:
     os.replace(tmp, path)
 
 
+def write_status(path: Path, snapshot: dict) -> None:
+    """The supervisor's latest snapshot, stamped with the sidecar's pid (for the CLI)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {**snapshot, "sidecar_pid": os.getpid(), "written_at": time.time()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_status(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def read_record(path: Path) -> BackendRecord | None:
     """The recorded backend, or None if there is none or the file is unreadable."""
     try:

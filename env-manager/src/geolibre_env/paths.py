@@ -77,6 +77,11 @@ class Paths:
         return self.state / "backend.json"
 
     @property
+    def supervisor_status(self) -> Path:
+        """The supervisor's last state, for `geolibre-ml status` in another process."""
+        return self.state / "supervisor.json"
+
+    @property
     def sidecar_log(self) -> Path:
         return self.logs / "sidecar.log"
 

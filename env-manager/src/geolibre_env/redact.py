@@ -45,6 +45,14 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         r"\1" + MASK,
     ),
     (re.compile(r"(?i)(--(?:token|password|hf-token)[= ])\S+"), r"\1" + MASK),
+    # Signed download links (CDN redirects): the signature grants access on its own.
+    (
+        re.compile(
+            r"(?i)([?&](?:X-Amz-Signature|X-Amz-Credential|X-Amz-Security-Token|Signature"
+            r"|Policy|Key-Pair-Id|sig|token)=)[^&\s'\"]+"
+        ),
+        r"\1" + MASK,
+    ),
 )
 
 _known: set[str] = set()

@@ -22,7 +22,13 @@ from typing import Any
 
 import httpx
 
-from geolibre_env.backend_record import BackendRecord, clear_record, read_record, write_record
+from geolibre_env.backend_record import (
+    BackendRecord,
+    clear_record,
+    read_record,
+    write_record,
+    write_status,
+)
 from geolibre_env.errors import BackendError, BackendStartError
 from geolibre_env.exit_causes import ExitCause, ExitReport, classify_exit, report
 from geolibre_env.paths import Paths
@@ -203,6 +209,8 @@ class Supervisor:
         if state is not self._state or cause != self._cause:
             log.info("backend %s -> %s: %s", self._state.value, state.value, cause)
         self._state, self._cause, self._since = state, cause, time.time()
+        with contextlib.suppress(OSError):
+            write_status(self._paths.supervisor_status, self.snapshot())
 
     async def ensure_ready(self) -> str:
         """The URL of a ready backend, starting one if needed (once, however many ask)."""

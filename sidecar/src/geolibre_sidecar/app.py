@@ -20,6 +20,13 @@ from starlette.routing import Route
 from geolibre_sidecar import __version__
 from geolibre_sidecar.backend import Backend, make_backend
 from geolibre_sidecar.errors import EXCEPTION_HANDLERS, BackendUnavailable
+from geolibre_sidecar.install_api import (
+    InstallJobs,
+    cancel_install,
+    install_events,
+    install_state,
+    start_install,
+)
 from geolibre_sidecar.proxy import SegmentProxy
 from geolibre_sidecar.security import HostGuard, TokenAuth
 from geolibre_sidecar.settings import SidecarSettings
@@ -105,11 +112,13 @@ def create_app(
         app.state.http = http
         app.state.backend = backend
         app.state.proxy = SegmentProxy(settings, backend, http)
-        app.state.status_sources = StatusSources(settings=settings, backend=backend)
+        app.state.install_jobs = jobs = InstallJobs(settings, on_success=backend.after_install)
+        app.state.status_sources = StatusSources(settings=settings, backend=backend, install=jobs)
         await backend.startup()
         try:
             yield
         finally:
+            await jobs.aclose()
             await backend.aclose()
             await http.aclose()
 
@@ -120,6 +129,10 @@ def create_app(
         Route("/ml/segment/{mode}", segment, methods=["POST"]),
         Route("/ml/backend/start", backend_start, methods=["POST"]),
         Route("/ml/backend/stop", backend_stop, methods=["POST"]),
+        Route("/ml/backend/install", start_install, methods=["POST"]),
+        Route("/ml/backend/install", install_state, methods=["GET"]),
+        Route("/ml/backend/install", cancel_install, methods=["DELETE"]),
+        Route("/ml/backend/install/events", install_events, methods=["GET"]),
         Route("/shutdown", shutdown, methods=["POST"]),
     ]
     # Outermost first: refuse foreign Host headers before anything else, answer

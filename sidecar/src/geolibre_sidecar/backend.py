@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import httpx
 from geolibre_env.errors import GeoLibreError, NotInstalledError
 from geolibre_env.exit_causes import ExitCause, classify_text
+from geolibre_env.launch import managed_backend_environment
 from geolibre_env.model_env import active_environment
 from geolibre_env.redact import redact_url
 from geolibre_env.supervisor import BackendState, Health, LaunchSpec, Supervisor
@@ -57,6 +58,7 @@ class Backend(Protocol):
     def note_error_answer(self, status: int, detail: str) -> None: ...
     def snapshot(self) -> dict[str, Any]: ...
     async def startup(self) -> None: ...
+    async def after_install(self) -> None: ...
     async def aclose(self) -> None: ...
 
 
@@ -109,10 +111,7 @@ class ManagedBackend:
         active = active_environment(settings.env.paths)
         if active is not None:
             env = backend_environment(settings, managed=True)
-            env.update(active.record.get("backend_env") or {})
-            from geolibre_env.weights import backend_environment as weights_env
-
-            env.update(weights_env(settings.env, active))
+            env.update(managed_backend_environment(settings.env, active))
             return LaunchSpec((str(active.server),), env, "the managed model environment")
         on_path = shutil.which("samgeo-api", path=settings.env.environ.get("PATH"))
         if on_path:
@@ -189,6 +188,16 @@ class ManagedBackend:
         data = self.supervisor.snapshot()
         data["model_variants"] = self.variants.snapshot()
         return data
+
+    async def after_install(self) -> None:
+        """A new environment was switched in: forget old failures, and let an idle
+        backend from the old environment go so the next request starts the new one."""
+        self.supervisor.reset_failure()
+        self.last_request_error = None
+        if self.supervisor.state is BackendState.READY and self.supervisor.in_flight == 0:
+            await self.supervisor.stop(
+                summary="samgeo-api was stopped to switch to the new install."
+            )
 
     async def startup(self) -> None:
         outcome = await self.supervisor.recover_leftover()
@@ -323,6 +332,9 @@ class ExternalBackend:
                 "last_error": self.health.last_error,
             },
         }
+
+    async def after_install(self) -> None:
+        return None
 
     async def startup(self) -> None:
         self._probe_task = asyncio.create_task(self._probe_forever(), name="external-probe")

@@ -1,0 +1,289 @@
+"""``geolibre-ml``: install, verify, repair, uninstall and inspect the model backend.
+
+One error type is caught once here: its message goes to stderr, the
+traceback only to the install log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import logging.handlers
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from geolibre_env import __version__
+from geolibre_env.errors import GeoLibreError, InstallCancelledError
+from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink
+from geolibre_env.redact import RedactingFilter, register_secret
+from geolibre_env.settings import EnvSettings
+
+log = logging.getLogger("geolibre.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
+
+
+def _configure_logging(settings: EnvSettings, verbose: bool) -> None:
+    logger = logging.getLogger("geolibre")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    redacting = RedactingFilter()
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.addFilter(redacting)
+    handlers: list[logging.Handler] = [console]
+    try:
+        settings.paths.logs.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            settings.paths.install_log, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
+        )
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        )
+        file_handler.addFilter(redacting)
+        handlers.append(file_handler)
+    except OSError:
+        pass
+    logger.handlers[:] = handlers
+
+
+class JsonLines:
+    """``--events``: one JSON object per line on stdout, for the sidecar to read."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def write(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.stream.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+            self.stream.flush()
+
+    def __call__(self, event: ProgressEvent) -> None:
+        self.write({"event": "progress", **event.to_dict()})
+
+
+def _read_token(args: argparse.Namespace, settings: EnvSettings) -> str | None:
+    """From a file, stdin, a hidden prompt, or HF_TOKEN; never echoed or logged."""
+    token: str | None = None
+    if getattr(args, "token_file", None):
+        try:
+            token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise GeoLibreError(
+                f"Cannot read the token file {args.token_file}: {exc.strerror}."
+            ) from None
+    elif getattr(args, "token_stdin", False):
+        token = sys.stdin.readline().strip()
+    elif getattr(args, "ask_token", False):
+        token = getpass.getpass("Hugging Face token (input hidden): ").strip()
+    token = token or settings.hub_token
+    register_secret(token)
+    return token or None
+
+
+def _install_signals(cancel: CancelToken) -> None:
+    """First Ctrl-C (or SIGTERM) cancels cleanly; a second one exits at once."""
+
+    def handler(signum: int, _frame: object) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+
+    for name in ("SIGINT", "SIGTERM"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
+
+
+def _cancel_when_parent_exits(pid: int, cancel: CancelToken) -> None:
+    """The sidecar that started us died: stop the way a cancel would (clean, resumable)."""
+    import os
+
+    def watch() -> None:
+        while not cancel.wait(0.5):
+            if os.getppid() != pid:
+                log.warning("the parent process %d exited; cancelling the install", pid)
+                cancel.cancel()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _progress_sink(args: argparse.Namespace) -> tuple[ProgressSink, Callable[[], None]]:
+    if getattr(args, "events", False):
+        return JsonLines(sys.stdout), lambda: None
+    if getattr(args, "json", False):
+        return (lambda _e: None), lambda: None
+    from geolibre_env.terminal_progress import TerminalProgress
+
+    bar = TerminalProgress(sys.stderr)
+    return bar, bar.finish
+
+
+def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool = False) -> int:
+    from geolibre_env.provision import InstallRequest, Provisioner
+
+    cancel = CancelToken()
+    _install_signals(cancel)
+    if getattr(args, "parent_pid", None):
+        _cancel_when_parent_exits(args.parent_pid, cancel)
+    sink, finish = _progress_sink(args)
+    provisioner = Provisioner(settings, progress=sink, cancel=cancel)
+    if getattr(args, "dry_run", False):
+        plan = provisioner.plan(backend=args.backend, build=args.build)
+        print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.format_text())
+        return EXIT_OK if plan.ok else EXIT_ERROR
+    request = InstallRequest(
+        backend=args.backend,
+        build=getattr(args, "build", None),
+        token=_read_token(args, settings),
+        checkpoint=Path(args.checkpoint).expanduser() if args.checkpoint else None,
+        wait=args.wait,
+        weights=not args.no_weights,
+        force=getattr(args, "force", False),
+    )
+    try:
+        result = provisioner.repair(request) if repair else provisioner.install(request)
+    finally:
+        finish()
+    if args.events:
+        JsonLines(sys.stdout).write({"event": "result", **result.to_dict()})
+    elif args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        what = "already installed and verified" if result.outcome == "up-to-date" else "installed"
+        print(f"Model environment {result.env}: {what}.")
+        if result.complete:
+            print("SAM 3 weights: ready.")
+        else:
+            print(f"SAM 3 weights: {result.weights_error}")
+        times = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
+        print(f"Time per phase: {times}.")
+    return EXIT_OK if result.complete else EXIT_PARTIAL
+
+
+def cmd_verify(args: argparse.Namespace, settings: EnvSettings) -> int:
+    from geolibre_env.model_env import active_environment
+    from geolibre_env.spec import load_spec
+    from geolibre_env.verify import run_probe
+
+    active = active_environment(settings.paths)
+    if active is None:
+        raise GeoLibreError(
+            "The model backend is not installed.", hint="Run `geolibre-ml install`."
+        )
+    report = run_probe(active.python, load_spec(settings.spec_path).verify_imports)
+    if args.json:
+        print(json.dumps({"env": active.name, "ok": report.ok, **report.data}, indent=2))
+    else:
+        print(f"{active.name}: {report.summary()}")
+        for problem in report.problems:
+            print(f"  problem: {problem}")
+    return EXIT_OK if report.ok else EXIT_ERROR
+
+
+def cmd_uninstall(args: argparse.Namespace, settings: EnvSettings) -> int:
+    from geolibre_env.provision import processes_using
+    from geolibre_env.uninstall import uninstall
+
+    if not args.yes and sys.stdin.isatty():
+        extra = " and the weights" if args.weights else ""
+        answer = input(f"Remove the model environment{extra}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("Nothing removed.")
+            return EXIT_OK
+    users = [f"{p.name()} (pid {p.pid})" for p in processes_using(settings.paths.envs_dir)]
+    report = uninstall(settings.paths, weights=args.weights, cache=args.cache, in_use=users)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+    return EXIT_OK if not report.kept else EXIT_ERROR
+
+
+def cmd_status(args: argparse.Namespace, settings: EnvSettings) -> int:
+    from geolibre_env.state_report import collect_status, format_status
+
+    data = collect_status(settings)
+    print(json.dumps(data, indent=2, default=str) if args.json else format_status(data))
+    return EXIT_OK
+
+
+def _add_install_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=["meta", "transformers"], help="SAM 3 backend")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token-file", help="read the Hugging Face token from this file")
+    token.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
+    token.add_argument("--ask-token", action="store_true", help="prompt for it (hidden input)")
+    parser.add_argument("--checkpoint", help="use this local sam3.pt instead of downloading")
+    parser.add_argument("--no-weights", action="store_true", help="skip the weights step")
+    parser.add_argument("--wait", action="store_true", help="wait for another install to end")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--events", action="store_true", help="progress as JSON lines on stdout")
+    parser.add_argument("--parent-pid", type=int, help="cancel cleanly if this process exits")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="geolibre-ml", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"geolibre-ml {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    install = sub.add_parser("install", help="install the model backend (or show the plan)")
+    _add_install_options(install)
+    install.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    install.add_argument("--build", help="force a torch build by name (e.g. cpu, cu126)")
+    install.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    install.set_defaults(handler=cmd_install)
+
+    repair = sub.add_parser("repair", help="redo only what is missing or broken")
+    _add_install_options(repair)
+    repair.set_defaults(handler=lambda a, s: cmd_install(a, s, repair=True))
+
+    verify = sub.add_parser("verify", help="check the installed environment")
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=cmd_verify)
+
+    uninstall = sub.add_parser("uninstall", help="remove the model environment")
+    uninstall.add_argument("--weights", action="store_true", help="also remove the weights")
+    uninstall.add_argument("--cache", action="store_true", help="also remove uv's package cache")
+    uninstall.add_argument("--yes", action="store_true", help="do not ask")
+    uninstall.add_argument("--json", action="store_true")
+    uninstall.set_defaults(handler=cmd_uninstall)
+
+    status = sub.add_parser("status", help="installed environment, weights and backend state")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = EnvSettings.from_environ()
+        _configure_logging(settings, args.verbose)
+        code = args.handler(args, settings)
+    except InstallCancelledError as exc:
+        _report_error(args, exc)
+        code = EXIT_CANCELLED
+    except GeoLibreError as exc:
+        log.debug("command failed", exc_info=True)
+        _report_error(args, exc)
+        code = EXIT_ERROR
+    except KeyboardInterrupt:
+        print("\ngeolibre-ml: interrupted.", file=sys.stderr)
+        code = EXIT_CANCELLED
+    sys.exit(code)
+
+
+def _report_error(args: argparse.Namespace, exc: GeoLibreError) -> None:
+    if getattr(args, "events", False):
+        JsonLines(sys.stdout).write(
+            {"event": "error", "detail": exc.message, "hint": exc.hint, "type": type(exc).__name__}
+        )
+    print(f"geolibre-ml: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  {exc.hint}", file=sys.stderr)

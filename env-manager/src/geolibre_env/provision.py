@@ -1,0 +1,491 @@
+"""Provisioning the model environment with uv: plan, stage, install, verify, switch.
+
+Each build happens in its own folder under ``envs/``; a journal records the
+steps so a re-run resumes. Only after verification does the build get its
+completion marker (written last inside it), and only then does ``active.json``
+switch to it (an atomic rename). A kill at any moment therefore leaves the
+previous environment, or none, in use: never a half-built one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from geolibre_env.errors import InstallError, ToolError, WeightsError
+from geolibre_env.install_failures import classify_install_failure
+from geolibre_env.install_lock import InstallLock
+from geolibre_env.journal import Journal
+from geolibre_env.machine import detect_machine
+from geolibre_env.model_env import (
+    COMPLETE_MARKER,
+    ActiveEnvironment,
+    active_environment,
+    env_python,
+    new_env_name,
+    read_json,
+    write_json_atomic,
+)
+from geolibre_env.plan import InstallPlan, make_plan
+from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
+from geolibre_env.redact import redact_url
+from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.torch_build import ExistingEnv
+from geolibre_env.uv_progress import UvProgress
+from geolibre_env.uv_runner import UvTool, find_uv, kill_tree, stream_uv, uv_environment
+from geolibre_env.verify import VerifyReport, run_probe
+from geolibre_env.weights import fetch_weights, store_token
+
+BUILD_STEPS = ("venv", "torch", "packages", "verify")
+UV_STEP_TIMEOUT_S = 4 * 3600.0  # 7 GB over a slow line; cancel is the user's stop button
+INSTALL_DIR = ".geolibre-install"
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    """What the user asked for (CLI flags or the app's install request)."""
+
+    backend: str | None = None
+    build: str | None = None
+    token: str | None = field(default=None, repr=False)
+    checkpoint: Path | None = None
+    wait: bool = False
+    weights: bool = True
+    force: bool = False
+
+
+@dataclass
+class InstallResult:
+    outcome: str  # "installed" | "up-to-date"
+    env: str
+    env_path: str
+    plan: dict[str, Any]
+    verify: dict[str, Any]
+    weights: dict[str, Any] | None = None
+    weights_error: str | None = None
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        return self.weights_error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["complete"] = self.complete
+        return data
+
+
+class _Steps:
+    """Progress events plus per-phase timings."""
+
+    def __init__(self, sink: ProgressSink) -> None:
+        self.sink = sink
+        self.timings: dict[str, float] = {}
+
+    def emit(self, phase: str, message: str, **kwargs: Any) -> None:
+        self.sink(ProgressEvent(phase, message, **kwargs))
+
+    @contextlib.contextmanager
+    def timed(self, phase: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.timings[phase] = round(
+                self.timings.get(phase, 0.0) + time.monotonic() - started, 3
+            )
+
+
+def plan_hash(plan: InstallPlan) -> str:
+    """Changes whenever the environment a plan describes would differ."""
+    key = {
+        "spec": plan.spec_fingerprint,
+        "build": plan.torch_build.name,
+        "torch": plan.torch_requirements,
+        "index": plan.torch_index_url,
+        "python": plan.python.path if plan.python else None,
+        "requirements": plan.requirements,
+    }
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def existing_env(active: ActiveEnvironment | None) -> ExistingEnv | None:
+    """What the planner must not downgrade: the verified environment in use."""
+    if active is None:
+        return None
+    verify = active.verify
+    return ExistingEnv(
+        build=str(active.build or "cpu"),
+        torch_version=str(verify.get("torch") or ""),
+        cuda_working=bool(active.record.get("cuda_working")),
+        gpu_names=tuple(d.get("name", "") for d in verify.get("devices") or []),
+    )
+
+
+def make_install_plan(
+    settings: EnvSettings,
+    spec: ModelEnvSpec,
+    *,
+    uv: UvTool,
+    backend: str | None = None,
+    build: str | None = None,
+) -> InstallPlan:
+    machine = detect_machine(settings, uv=uv)
+    existing = existing_env(active_environment(settings.paths))
+    return make_plan(machine, spec, settings, existing=existing, backend=backend, build=build)  # type: ignore[arg-type]
+
+
+class Provisioner:
+    """Builds, verifies and switches in model environments for one settings object."""
+
+    def __init__(
+        self,
+        settings: EnvSettings,
+        *,
+        progress: ProgressSink = discard,
+        cancel: CancelToken | None = None,
+        spec: ModelEnvSpec | None = None,
+        uv: UvTool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.paths = settings.paths
+        self.cancel = cancel or CancelToken()
+        self._steps = _Steps(progress)
+        self._spec = spec
+        self._uv = uv
+
+    @property
+    def spec(self) -> ModelEnvSpec:
+        if self._spec is None:
+            self._spec = load_spec(self.settings.spec_path)
+        return self._spec
+
+    @property
+    def uv(self) -> UvTool:
+        if self._uv is None:
+            self._uv = find_uv(self.settings)
+        return self._uv
+
+    def plan(self, *, backend: str | None = None, build: str | None = None) -> InstallPlan:
+        return make_install_plan(self.settings, self.spec, uv=self.uv, backend=backend, build=build)
+
+    # -- the install --------------------------------------------------------------
+    def install(self, request: InstallRequest) -> InstallResult:
+        """Plan, build (or resume), verify, switch in, then fetch the weights."""
+        return self._locked(request, check_active=False)
+
+    def repair(self, request: InstallRequest) -> InstallResult:
+        """Redo only what is missing or broken: rebuild a broken environment, fetch
+        missing weights, leave everything that works alone."""
+        return self._locked(request, check_active=True)
+
+    def _locked(self, request: InstallRequest, *, check_active: bool) -> InstallResult:
+        steps = self._steps
+        lock = InstallLock(self.paths.install_lock)
+        steps.emit("lock", "waiting for another install to finish" if request.wait else "starting")
+        lock.acquire(wait=request.wait, cancel=self.cancel)
+        try:
+            return self._install(request, check_active=check_active)
+        finally:
+            lock.release()
+
+    def _install(self, request: InstallRequest, *, check_active: bool) -> InstallResult:
+        steps = self._steps
+        with steps.timed("plan"):
+            steps.emit("plan", "checking this computer")
+            plan = self.plan(backend=request.backend, build=request.build)
+        if not plan.ok:
+            raise InstallError(
+                "The install cannot start: " + " ".join(plan.problems),
+                hint="`geolibre-ml install --dry-run` shows the full plan.",
+            )
+        steps.emit("plan", plan.reason("torch"), extra={"plan": plan.to_dict()})
+        wanted = plan_hash(plan)
+        active = active_environment(self.paths)
+        current = active is not None and (
+            active.record.get("plan_hash") == wanted or plan.keeps_existing
+        )
+        if current and check_active:
+            assert active is not None
+            with steps.timed("verify"):
+                steps.emit("verify", f"checking the installed environment {active.name}")
+                broken = self._broken(active)
+            if broken:
+                steps.emit("verify", f"{broken}; rebuilding it", level="warning")
+                current = False
+        if current and not request.force:
+            assert active is not None
+            outcome, env = "up-to-date", active
+            steps.emit("verify", f"the model environment {active.name} is already installed")
+        else:
+            outcome, env = "installed", self._build_and_switch(plan, wanted)
+        result = InstallResult(
+            outcome=outcome,
+            env=env.name,
+            env_path=str(env.root),
+            plan=plan.to_dict(),
+            verify=env.verify,
+            timings_s=steps.timings,
+        )
+        if request.weights:
+            self._weights(request, plan, env, result)
+        steps.emit(
+            "done",
+            "The model backend is installed."
+            if result.complete
+            else f"The model environment is installed, but: {result.weights_error}",
+            level="info" if result.complete else "warning",
+            extra={"result": result.to_dict()},
+        )
+        result.timings_s = steps.timings
+        return result
+
+    def _broken(self, active: ActiveEnvironment) -> str | None:
+        """Why the active environment no longer works, or None."""
+        try:
+            report = run_probe(active.python, self.spec.verify_imports)
+        except ToolError as exc:
+            return exc.message
+        return " ".join(report.problems) if not report.ok else None
+
+    def _weights(
+        self,
+        request: InstallRequest,
+        plan: InstallPlan,
+        env: ActiveEnvironment,
+        result: InstallResult,
+    ) -> None:
+        steps = self._steps
+        if request.token:
+            store_token(self.paths, request.token)
+        with steps.timed("weights"):
+            steps.emit("weights", "checking the SAM 3 weights")
+            try:
+                status = fetch_weights(
+                    self.settings,
+                    self.spec,
+                    backend=plan.sam3_backend,
+                    token=request.token,
+                    site_packages=env.site_packages,
+                    progress=self._steps.sink,
+                    cancel=self.cancel,
+                    checkpoint=request.checkpoint,
+                )
+                result.weights = status.to_dict()
+            except WeightsError as exc:
+                if self.cancel.cancelled:
+                    raise
+                result.weights_error = str(exc)
+
+    # -- building -------------------------------------------------------------------
+    def _build_and_switch(self, plan: InstallPlan, wanted: str) -> ActiveEnvironment:
+        root = self._staging_root(wanted)
+        ready = read_json(root / COMPLETE_MARKER)
+        if ready and ready.get("plan_hash") == wanted:
+            # Verified by an earlier run that was stopped before it could switch.
+            self._steps.emit("switch", f"resuming: {root.name} was built and verified already")
+            return self._switch(root, ready)
+        journal = Journal(root, wanted)
+        resumed = any(journal.done(step) or journal.interrupted(step) for step in BUILD_STEPS)
+        self._stop_strays(root)
+        if resumed:
+            self._steps.emit("venv", f"resuming the build in {root.name}")
+        try:
+            report = self._build(root, plan, journal)
+        except InstallError:
+            if not resumed or self.cancel.cancelled:
+                raise
+            # A resumed build that does not verify: start this one over, once.
+            self._steps.emit(
+                "venv", "the resumed build is broken; starting it over", level="warning"
+            )
+            shutil.rmtree(root, ignore_errors=True)
+            journal = Journal(root, wanted)
+            report = self._build(root, plan, journal)
+        record = {
+            "name": root.name,
+            "created_at": time.time(),
+            "plan_hash": wanted,
+            "spec_fingerprint": plan.spec_fingerprint,
+            "spec_name": plan.spec_name,
+            "build": plan.torch_build.name,
+            "torch_index_url": redact_url(plan.torch_index_url),
+            "python": plan.python.version if plan.python else None,
+            "sam3_backend": plan.sam3_backend,
+            "server_script": self.spec.server_script,
+            "site_packages": _site_packages(report),
+            "verify": report.data,
+            "cuda_working": report.cuda_working,
+            "machine": plan.machine_summary,
+        }
+        # The marker is the last thing written into the build: it means "complete".
+        write_json_atomic(root / COMPLETE_MARKER, record)
+        return self._switch(root, record)
+
+    def _build(self, root: Path, plan: InstallPlan, journal: Journal) -> VerifyReport:
+        steps = self._steps
+        assert plan.python is not None
+        env = uv_environment(self.settings)
+        if not journal.done("venv"):
+            with steps.timed("venv"):
+                steps.emit("venv", f"creating a Python {plan.python.version} environment")
+                journal.start("venv")
+                shutil.rmtree(root / "bin", ignore_errors=True)
+                shutil.rmtree(root / "Scripts", ignore_errors=True)
+                shutil.rmtree(root / "lib", ignore_errors=True)
+                self._uv_step(
+                    "venv", ["venv", "--python", plan.python.path, "--no-project", str(root)], env
+                )
+                journal.finish("venv")
+        python = str(env_python(root))
+        install_dir = root / INSTALL_DIR
+        install_dir.mkdir(parents=True, exist_ok=True)
+        if not journal.done("torch"):
+            with steps.timed("torch"):
+                build = plan.torch_build
+                steps.emit("torch", f"installing torch {build.torch} ({build.name} build)")
+                reinstall = ["--reinstall"] if journal.interrupted("torch") else []
+                journal.start("torch")
+                args = ["pip", "install", "-v", "--python", python, *reinstall,
+                        "--index-url", plan.torch_index_url, *plan.torch_requirements]  # fmt: skip
+                self._uv_step("torch", args, env)
+                journal.finish("torch")
+        if not journal.done("packages"):
+            with steps.timed("packages"):
+                steps.emit("packages", "installing " + ", ".join(plan.requirements))
+                requirements = install_dir / "requirements.txt"
+                requirements.write_text("\n".join(plan.requirements) + "\n", encoding="utf-8")
+                pins = install_dir / "torch-pins.txt"
+                pins.write_text("\n".join(plan.torch_requirements) + "\n", encoding="utf-8")
+                constraints = ["-c", str(pins)]
+                if plan.constraints_path is not None:
+                    constraints += ["-c", str(plan.constraints_path)]
+                reinstall = ["--reinstall"] if journal.interrupted("packages") else []
+                journal.start("packages")
+                args = ["pip", "install", "-v", "--python", python, *reinstall,
+                        "-r", str(requirements), *constraints]  # fmt: skip
+                self._uv_step("packages", args, env)
+                journal.finish("packages")
+        with steps.timed("verify"):
+            steps.emit("verify", "checking that torch and samgeo import")
+            journal.start("verify")
+            try:
+                report = run_probe(env_python(root), self.spec.verify_imports)
+            except ToolError as exc:
+                raise InstallError(
+                    f"The new environment does not work: {exc.message}",
+                    hint="Run the install again; if it keeps failing, run "
+                    "`geolibre-ml doctor --bundle`.",
+                ) from None
+            if not report.ok:
+                journal.forget("verify")
+                raise InstallError(
+                    "The new environment does not work: " + " ".join(report.problems),
+                    hint="Run the install again (it rebuilds what is broken); if it keeps "
+                    "failing, attach `geolibre-ml doctor --bundle` to a bug report.",
+                )
+            if plan.torch_build.is_cuda and not report.cuda_working:
+                problems = report.problems or ["CUDA is not usable from the new environment."]
+                steps.emit("verify", " ".join(problems), level="warning")
+            journal.finish("verify", summary=report.summary())
+        steps.emit("verify", report.summary())
+        return report
+
+    def _uv_step(self, phase: str, args: list[str], env: dict[str, str]) -> None:
+        tracker = UvProgress(phase, self._steps.sink, disk_path=self.paths.uv_cache)
+        try:
+            stream_uv(
+                self.uv,
+                args,
+                env=env,
+                on_line=tracker.line,
+                on_tick=tracker.tick,
+                cancel=self.cancel,
+                timeout_s=UV_STEP_TIMEOUT_S,
+            )
+        except ToolError as exc:
+            where = "the wheelhouse" if env.get("UV_FIND_LINKS") else "the package index"
+            failure = classify_install_failure(exc.output_tail, where=where)
+            raise InstallError(failure.summary, hint=failure.hint) from None
+
+    def _switch(self, root: Path, record: dict[str, Any]) -> ActiveEnvironment:
+        steps = self._steps
+        with steps.timed("switch"):
+            write_json_atomic(
+                self.paths.active_pointer, {"env": root.name, "switched_at": time.time()}
+            )
+            steps.emit("switch", f"switched to the new environment {root.name}")
+            self._collect_garbage(keep=root)
+        return ActiveEnvironment(root=root, record=record)
+
+    # -- staging folders --------------------------------------------------------
+    def _staging_root(self, wanted: str) -> Path:
+        """A build with the same plan to resume, or a new folder."""
+        active = active_environment(self.paths)
+        candidates = []
+        if self.paths.envs_dir.is_dir():
+            for root in self.paths.envs_dir.iterdir():
+                if active is not None and root == active.root:
+                    continue
+                if root.is_dir() and Journal.plan_hash_of(root) == wanted:
+                    candidates.append(root)
+        if candidates:
+            return max(candidates, key=lambda p: p.stat().st_mtime)
+        root = self.paths.envs_dir / new_env_name()
+        root.mkdir(parents=True)
+        return root
+
+    def _stop_strays(self, root: Path) -> None:
+        """Kill anything still working in ``root`` (a uv orphaned by a killed install)."""
+        for proc in processes_using(root):
+            kill_tree(proc.pid)
+
+    def _collect_garbage(self, *, keep: Path) -> None:
+        """Remove builds that are neither in use nor the one just switched in."""
+        if not self.paths.envs_dir.is_dir():
+            return
+        for root in self.paths.envs_dir.iterdir():
+            if root == keep or not root.is_dir():
+                continue
+            if processes_using(root):
+                continue  # a running backend still uses it; the next install removes it
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def processes_using(root: Path) -> list[psutil.Process]:
+    """Processes whose executable or command line lies inside ``root``."""
+    marker = str(root)
+    found = []
+    for proc in psutil.process_iter(["exe", "cmdline"]):
+        with contextlib.suppress(psutil.Error):
+            exe = proc.info.get("exe") or ""
+            cmdline = proc.info.get("cmdline") or []
+            if exe.startswith(marker) or any(marker in part for part in cmdline):
+                found.append(proc)
+    return found
+
+
+def _site_packages(report: VerifyReport) -> str | None:
+    samgeo_dir = report.data.get("samgeo_dir")
+    return str(Path(samgeo_dir).parent) if samgeo_dir else None
+
+
+def run_install(
+    settings: EnvSettings,
+    request: InstallRequest,
+    *,
+    progress: ProgressSink = discard,
+    cancel: CancelToken | None = None,
+) -> InstallResult:
+    """The library entry point the CLI and the sidecar's install job share."""
+    return Provisioner(settings, progress=progress, cancel=cancel).install(request)

@@ -1,0 +1,295 @@
+"""The one-click install behind ``/ml/backend/install``.
+
+The install runs as a child process (``python -m geolibre_env install --events``)
+so a cancel can stop it and everything it started as one tree, and the
+sidecar stays responsive. Its JSON progress lines become the job's events:
+kept for ``GET /ml/backend/install``, streamed as server-sent events, and
+summarised in ``/ml/status``. The token goes to the child on stdin, never on
+its command line or in its environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from geolibre_env.redact import redact, register_secret
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from geolibre_sidecar.errors import Conflict, InvalidField
+from geolibre_sidecar.settings import SidecarSettings
+
+log = logging.getLogger("geolibre.install")
+
+MAX_EVENTS = 2000
+CANCEL_GRACE_S = 10.0
+SSE_HEARTBEAT_S = 15.0
+ALLOWED_FIELDS = {"backend", "token", "checkpoint", "weights", "force", "build"}
+
+
+@dataclass
+class InstallJob:
+    """One run of the installer and everything it said."""
+
+    started_at: float = field(default_factory=time.time)
+    state: str = "running"  # running | succeeded | incomplete | failed | cancelled
+    finished_at: float | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    pid: int | None = None
+    cancel_requested: bool = False
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def last_progress(self) -> dict[str, Any]:
+        for event in reversed(self.events):
+            if event.get("event") == "progress":
+                return event
+        return {}
+
+
+def parse_request(body: Any) -> tuple[list[str], str | None]:
+    """The installer's arguments and the token, from the request's JSON body."""
+    if body is None:
+        body = {}
+    if not isinstance(body, dict):
+        raise InvalidField("The install request body must be a JSON object.")
+    unknown = set(body) - ALLOWED_FIELDS
+    if unknown:
+        raise InvalidField(
+            f"Unknown install option(s): {', '.join(sorted(unknown))}; "
+            f"expected {', '.join(sorted(ALLOWED_FIELDS))}."
+        )
+    args: list[str] = []
+    backend = body.get("backend")
+    if backend is not None:
+        if backend not in ("meta", "transformers"):
+            raise InvalidField("backend must be 'meta' or 'transformers'.")
+        args += ["--backend", backend]
+    if body.get("build") is not None:
+        if not isinstance(body["build"], str):
+            raise InvalidField("build must be a torch build name such as 'cpu' or 'cu126'.")
+        args += ["--build", body["build"]]
+    if body.get("checkpoint") is not None:
+        if not isinstance(body["checkpoint"], str) or not body["checkpoint"]:
+            raise InvalidField("checkpoint must be the path of a local sam3.pt file.")
+        args += ["--checkpoint", body["checkpoint"]]
+    for flag, name, when in (("--no-weights", "weights", False), ("--force", "force", True)):
+        value = body.get(name)
+        if value is not None and not isinstance(value, bool):
+            raise InvalidField(f"{name} must be true or false.")
+        if value is when:
+            args.append(flag)
+    token = body.get("token")
+    if token is not None and (not isinstance(token, str) or not token.strip()):
+        raise InvalidField("token must be a Hugging Face access token (a string).")
+    if token:
+        register_secret(token.strip())
+        args.append("--token-stdin")
+    return args, token.strip() if token else None
+
+
+class InstallJobs:
+    """Runs at most one install at a time and remembers the last one."""
+
+    def __init__(
+        self, settings: SidecarSettings, on_success: Callable[[], Awaitable[None]]
+    ) -> None:
+        self.settings = settings
+        self.on_success = on_success
+        self.job: InstallJob | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> dict[str, Any] | None:
+        job = self.job
+        if job is None:
+            return None
+        progress = job.last_progress()
+        return {
+            "state": job.state,
+            "running": job.running,
+            "phase": progress.get("phase"),
+            "message": progress.get("message"),
+            "fraction": progress.get("fraction"),
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "pid": job.pid,
+            "events": len(job.events),
+            "result": job.result,
+            "error": job.error,
+        }
+
+    async def start(self, body: Any) -> dict[str, Any]:
+        if self.job is not None and self.job.running:
+            raise Conflict("An install is already running; follow it or cancel it first.")
+        args, token = parse_request(body)
+        argv = [sys.executable, "-m", "geolibre_env", "install", "--events",
+                "--parent-pid", str(os.getpid()), *args]  # fmt: skip
+        env = dict(self.settings.env.environ)
+        env.pop("GEOLIBRE_SIDECAR_TOKEN", None)
+        self.job = job = InstallJob()
+        self._proc = proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=sys.platform != "win32",
+        )
+        job.pid = proc.pid
+        assert proc.stdin is not None
+        if token:
+            proc.stdin.write(token.encode() + b"\n")
+        with contextlib.suppress(ConnectionError):
+            await proc.stdin.drain()
+        proc.stdin.close()
+        log.info("install started (pid %d): %s", proc.pid, " ".join(args) or "defaults")
+        self._reader = asyncio.create_task(self._follow(job, proc), name="install-follow")
+        return self.snapshot() or {}
+
+    async def _follow(self, job: InstallJob, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None and proc.stderr is not None
+        stderr_task = asyncio.create_task(proc.stderr.read())
+        async for raw in proc.stdout:
+            try:
+                event = json.loads(raw)
+            except ValueError:
+                continue
+            if event.get("event") == "result":
+                job.result = event
+            elif event.get("event") == "error":
+                job.error = {"detail": event.get("detail"), "hint": event.get("hint")}
+            await self._add(job, event)
+        code = await proc.wait()
+        stderr = (await stderr_task).decode("utf-8", "replace")
+        if job.cancel_requested or code == 130:
+            job.state = "cancelled"
+            job.error = job.error or {"detail": "The install was cancelled."}
+        elif code == 0:
+            job.state = "succeeded"
+        elif code == 3:
+            job.state = "incomplete"  # environment installed, weights missing
+        else:
+            job.state = "failed"
+            if job.error is None:
+                tail = redact("\n".join(stderr.strip().splitlines()[-5:]))
+                job.error = {"detail": f"The installer exited with code {code}. {tail}".strip()}
+        job.finished_at = time.time()
+        log.info("install finished: %s", job.state)
+        await self._add(job, {"event": "end", "state": job.state, "error": job.error})
+        if job.state in ("succeeded", "incomplete"):
+            await self.on_success()
+
+    async def _add(self, job: InstallJob, event: dict[str, Any]) -> None:
+        event["id"] = len(job.events) + 1
+        job.events.append(event)
+        if len(job.events) > MAX_EVENTS:  # keep the first events and the recent ones
+            del job.events[100:200]
+        async with job.changed:
+            job.changed.notify_all()
+
+    async def cancel(self) -> dict[str, Any]:
+        job, proc = self.job, self._proc
+        if job is None or not job.running or proc is None:
+            raise Conflict("No install is running.")
+        job.cancel_requested = True
+        self._signal(proc, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._reader or asyncio.sleep(0)), CANCEL_GRACE_S)
+        except TimeoutError:
+            self._signal(proc, signal.SIGKILL)
+            await asyncio.wait_for(asyncio.shield(self._reader or asyncio.sleep(0)), CANCEL_GRACE_S)
+        return self.snapshot() or {}
+
+    @staticmethod
+    def _signal(proc: asyncio.subprocess.Process, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if sys.platform == "win32":
+                proc.terminate() if signum == signal.SIGTERM else proc.kill()
+            else:
+                os.killpg(proc.pid, signum)  # the installer and its uv, as one group
+
+    async def events(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
+        """Events after ``after``, then live ones until the job ends."""
+        job = self.job
+        if job is None:
+            yield {"event": "end", "state": "none", "id": 0}
+            return
+        sent = after
+        while True:
+            while sent < len(job.events):
+                sent += 1
+                yield job.events[sent - 1]
+            if not job.running and sent >= len(job.events):
+                return
+            async with job.changed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(job.changed.wait(), SSE_HEARTBEAT_S)
+            if sent >= len(job.events) and job.running:
+                yield {"event": "heartbeat"}
+
+    async def aclose(self) -> None:
+        if self.job is not None and self.job.running:
+            with contextlib.suppress(Exception):
+                await self.cancel()
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    if event.get("event") == "heartbeat":
+        return b": keep-alive\n\n"
+    kind = event.get("event", "progress")
+    ident = event.get("id", "")
+    data = json.dumps(event, separators=(",", ":"), default=str)
+    return f"id: {ident}\nevent: {kind}\ndata: {data}\n\n".encode()
+
+
+async def start_install(request: Request) -> Response:
+    try:
+        body = await request.json() if await request.body() else {}
+    except ValueError:
+        raise InvalidField("The install request body must be JSON.") from None
+    jobs: InstallJobs = request.app.state.install_jobs
+    return JSONResponse(await jobs.start(body), status_code=202)
+
+
+async def install_state(request: Request) -> Response:
+    jobs: InstallJobs = request.app.state.install_jobs
+    return JSONResponse(jobs.snapshot() or {"state": "none", "running": False})
+
+
+async def cancel_install(request: Request) -> Response:
+    jobs: InstallJobs = request.app.state.install_jobs
+    return JSONResponse(await jobs.cancel())
+
+
+async def install_events(request: Request) -> Response:
+    jobs: InstallJobs = request.app.state.install_jobs
+    try:
+        after = int(request.headers.get("last-event-id") or 0)
+    except ValueError:
+        after = 0
+
+    async def stream() -> AsyncIterator[bytes]:
+        async for event in jobs.events(after):
+            yield _sse(event)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
