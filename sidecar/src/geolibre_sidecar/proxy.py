@@ -175,26 +175,33 @@ class SegmentProxy:
         started = time.monotonic()
         guard = MultipartGuard(boundary, mode)
         body_done = asyncio.Event()
+        received_all = False
         sent = 0
+
+        async def body() -> AsyncIterator[bytes]:
+            # Raw ASGI messages rather than request.stream(): we must know when the
+            # last one arrived, to tell "drain the rest" from "wait for nothing".
+            nonlocal received_all
+            while not received_all:
+                message = await request.receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                received_all = not message.get("more_body", False)
+                if chunk := message.get("body", b""):
+                    yield chunk
 
         async def upload() -> AsyncIterator[bytes]:
             nonlocal sent
             held: bytes | None = None
-            try:
-                async for chunk in request.stream():
-                    if not chunk:
-                        continue
-                    sent += len(chunk)
-                    if sent > self.settings.max_upload_bytes or (
-                        length is not None and sent > length
-                    ):
-                        raise self._too_large()
-                    guard.feed(chunk)
-                    if held is not None:
-                        yield held
-                    held = chunk
-            except ClientDisconnect:
-                raise _ClientGone from None
+            limit = self.settings.max_upload_bytes if length is None else length
+            async for chunk in body():
+                sent += len(chunk)
+                if sent > limit:
+                    raise self._too_large()
+                guard.feed(chunk)
+                if held is not None:
+                    yield held
+                held = chunk
             summary = guard.finish()
             await self._before_release(mode, summary.fields)
             body_done.set()
@@ -238,7 +245,7 @@ class SegmentProxy:
         except SidecarError as exc:
             # Refused before the backend saw a complete request; finish reading
             # the upload so the client gets this answer instead of a reset.
-            if not isinstance(exc, PayloadTooLarge):
+            if not isinstance(exc, PayloadTooLarge) and not received_all:
                 await self._drain(request, sent)
             log.info("POST /ml/segment/%s refused: %s", mode, exc.detail)
             await release()
