@@ -62,6 +62,7 @@ _RULES: tuple[_Rule, ...] = tuple(
             ExitCause.OFFLINE,
             r"Name or service not known|Temporary failure in name resolution|getaddrinfo failed"
             r"|Failed to establish a new connection|Max retries exceeded|ConnectError"
+            r"|ConnectionError|ConnectTimeout"
             r"|Network is unreachable|nodename nor servname",
         ),
         (

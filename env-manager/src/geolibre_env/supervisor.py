@@ -334,6 +334,7 @@ class Supervisor:
             self._set(BackendState.FAILED, self._last_exit.summary)
             raise BackendStartError(self._last_exit.summary, hint=self._last_exit.hint) from None
         self._proc, self._port = proc, port
+        self.health = Health()  # the probes below fill in the version
         url = f"http://{LOOPBACK}:{port}"
         write_record(
             self._paths.backend_state,
@@ -350,7 +351,6 @@ class Supervisor:
         elapsed = time.monotonic() - started
         self._ready_at = time.monotonic()
         self._last_activity = time.monotonic()
-        self.health = Health(last_ok_at=time.time())
         self._set(BackendState.READY, f"started in {elapsed:.1f} s from {launch.source}")
         self._spawn_task(self._watch(proc), "backend-watch")
         self._spawn_task(self._keep_health(proc), "backend-health")
