@@ -159,7 +159,9 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
     else:
         what = "already installed and verified" if result.outcome == "up-to-date" else "installed"
         print(f"Model environment {result.env}: {what}.")
-        if result.complete:
+        if not request.weights:
+            print("SAM 3 weights: not checked (--no-weights).")
+        elif result.complete:
             print("SAM 3 weights: ready.")
         else:
             print(f"SAM 3 weights: {result.weights_error}")

@@ -314,8 +314,13 @@ def detect_machine(
     uv: UvTool | None = None,
     timeout_s: float = NVIDIA_SMI_TIMEOUT_S,
     proc_driver_version: Path = PROC_DRIVER_VERSION,
+    pythons: tuple[PythonInstall, ...] | None = None,
 ) -> Machine:
-    """Look at this computer. Never raises for a missing or failing nvidia-smi."""
+    """Look at this computer. Never raises for a missing or failing nvidia-smi.
+
+    ``pythons`` skips interpreter discovery (about a second through pyenv shims)
+    when the caller already knows which interpreter it will use.
+    """
     system = os_name(platform.system())
     arch = normalize_arch(platform.machine())
     gpus, smi_error = (), None
@@ -326,7 +331,9 @@ def detect_machine(
     if driver is None and system == "linux":
         driver = read_kernel_driver_version(proc_driver_version)
         source = "kernel" if driver else None
-    pythons, python_error = _detect_pythons(settings, uv)
+    python_error: str | None = None
+    if pythons is None:
+        pythons, python_error = _detect_pythons(settings, uv)
     disks = tuple(
         d for purpose, path in disk_targets(settings).items() if (d := measure_disk(purpose, path))
     )

@@ -18,12 +18,18 @@ from typing import Any
 
 from geolibre_env.paths import Paths
 
-COMPLETE_MARKER = ".geolibre-complete.json"
-JOURNAL = ".geolibre-journal.json"
+# A build folder holds the venv and, beside it, our bookkeeping.
+COMPLETE_MARKER = "complete.json"
+JOURNAL = "journal.json"
+VENV_DIR = "venv"
+
+
+def venv_dir(root: Path) -> Path:
+    return root / VENV_DIR
 
 
 def scripts_dir(root: Path) -> Path:
-    return root / ("Scripts" if sys.platform == "win32" else "bin")
+    return venv_dir(root) / ("Scripts" if sys.platform == "win32" else "bin")
 
 
 def env_python(root: Path) -> Path:

@@ -25,7 +25,7 @@ from geolibre_env.errors import InstallError, ToolError, WeightsError
 from geolibre_env.install_failures import classify_install_failure
 from geolibre_env.install_lock import InstallLock
 from geolibre_env.journal import Journal
-from geolibre_env.machine import detect_machine
+from geolibre_env.machine import PythonInstall, detect_machine
 from geolibre_env.model_env import (
     COMPLETE_MARKER,
     ActiveEnvironment,
@@ -33,6 +33,7 @@ from geolibre_env.model_env import (
     env_python,
     new_env_name,
     read_json,
+    venv_dir,
     write_json_atomic,
 )
 from geolibre_env.plan import InstallPlan, make_plan
@@ -140,9 +141,22 @@ def make_install_plan(
     backend: str | None = None,
     build: str | None = None,
 ) -> InstallPlan:
-    machine = detect_machine(settings, uv=uv)
-    existing = existing_env(active_environment(settings.paths))
+    active = active_environment(settings.paths)
+    known = _known_python(active)
+    machine = detect_machine(settings, uv=uv, pythons=known)
+    existing = existing_env(active)
     return make_plan(machine, spec, settings, existing=existing, backend=backend, build=build)  # type: ignore[arg-type]
+
+
+def _known_python(active: ActiveEnvironment | None) -> tuple[PythonInstall, ...] | None:
+    """The interpreter the active environment was built from, if it still exists:
+    re-planning with it keeps the plan (and its hash) stable and skips discovery."""
+    if active is None:
+        return None
+    path, version = active.record.get("python_path"), active.record.get("python")
+    if path and version and Path(path).exists():
+        return (PythonInstall(version=version, path=path),)
+    return None
 
 
 class Provisioner:
@@ -321,6 +335,7 @@ class Provisioner:
             "build": plan.torch_build.name,
             "torch_index_url": redact_url(plan.torch_index_url),
             "python": plan.python.version if plan.python else None,
+            "python_path": plan.python.path if plan.python else None,
             "sam3_backend": plan.sam3_backend,
             "server_script": self.spec.server_script,
             "site_packages": _site_packages(report),
@@ -340,12 +355,10 @@ class Provisioner:
             with steps.timed("venv"):
                 steps.emit("venv", f"creating a Python {plan.python.version} environment")
                 journal.start("venv")
-                shutil.rmtree(root / "bin", ignore_errors=True)
-                shutil.rmtree(root / "Scripts", ignore_errors=True)
-                shutil.rmtree(root / "lib", ignore_errors=True)
-                self._uv_step(
-                    "venv", ["venv", "--python", plan.python.path, "--no-project", str(root)], env
-                )
+                target = venv_dir(root)
+                shutil.rmtree(target, ignore_errors=True)  # a venv half-made by a killed run
+                args = ["venv", "--python", plan.python.path, "--no-project", str(target)]
+                self._uv_step("venv", args, env)
                 journal.finish("venv")
         python = str(env_python(root))
         install_dir = root / INSTALL_DIR

@@ -25,7 +25,7 @@ from geolibre_env.progress import CancelToken
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
 
-MIN_UV_VERSION = (0, 6, 0)
+MIN_UV_VERSION = (0, 9, 0)  # `uv venv --clear`, `--torch-backend`
 VERSION_TIMEOUT_S = 10.0
 TAIL_LINES = 30
 
