@@ -13,6 +13,34 @@ import pytest
 
 from tests.harness.processes import with_marker
 from tests.harness.sidecar import Sidecar, start_sidecar
+from tests.standin.wheelhouse import build_wheelhouse
+
+CLOSED_HUB = "http://127.0.0.1:9"  # nothing listens: a weights step fails fast, offline
+
+
+def offline_install_env(wheelhouse: Path, uv_cache: Path) -> dict[str, str]:
+    """uv's own settings for an air-gapped install from a wheelhouse (as a site would)."""
+    return {
+        "UV_OFFLINE": "1",
+        "UV_NO_INDEX": "1",
+        "UV_FIND_LINKS": str(wheelhouse),
+        "UV_CACHE_DIR": str(uv_cache),
+        "HF_ENDPOINT": CLOSED_HUB,
+    }
+
+
+@pytest.fixture(scope="session")
+def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in packaged as segment-geospatial 1.4.2, with fake torch/torchvision."""
+    folder = tmp_path_factory.mktemp("wheelhouse")
+    build_wheelhouse(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def warm_uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uv cache for installs from the normal wheelhouse (variants get their own)."""
+    return tmp_path_factory.mktemp("uv-cache")
 
 
 @pytest.fixture

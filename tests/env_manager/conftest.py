@@ -12,23 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import offline_install_env
 from tests.harness.sidecar import base_env
-from tests.standin.wheelhouse import build_wheelhouse
-
-CLOSED_HUB = "http://127.0.0.1:9"  # nothing listens: the weights step fails fast, offline
-
-
-@pytest.fixture(scope="session")
-def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("wheelhouse")
-    build_wheelhouse(folder)
-    return folder
-
-
-@pytest.fixture(scope="session")
-def warm_uv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One uv cache for installs from the normal wheelhouse (variants get their own)."""
-    return tmp_path_factory.mktemp("uv-cache")
 
 
 @dataclass
@@ -74,15 +59,6 @@ class Installer:
 
 @pytest.fixture
 def installer(ml_home: Path, wheelhouse: Path, warm_uv_cache: Path, marker: str) -> Installer:
-    env = base_env(
-        ml_home,
-        marker,
-        {
-            "UV_OFFLINE": "1",
-            "UV_NO_INDEX": "1",
-            "UV_FIND_LINKS": str(wheelhouse),
-            "UV_CACHE_DIR": str(warm_uv_cache),
-            "HF_ENDPOINT": CLOSED_HUB,
-        },
+    return Installer(
+        ml_home, base_env(ml_home, marker, offline_install_env(wheelhouse, warm_uv_cache))
     )
-    return Installer(ml_home, env)

@@ -153,7 +153,8 @@ def test_not_enough_disk_is_refused_before_anything_is_written(installer, tmp_pa
     spec_file = spec_dir / "model-env.toml"
     text = spec_file.read_text()
     assert "env_bytes_cpu = 2_400_000_000" in text
-    spec_file.write_text(text.replace("env_bytes_cpu = 2_400_000_000", "env_bytes_cpu = 1_000_000_000_000_000"))
+    huge = "env_bytes_cpu = 1_000_000_000_000_000"  # a petabyte: more than any test disk
+    spec_file.write_text(text.replace("env_bytes_cpu = 2_400_000_000", huge))
     proc = installer.run("install", "--no-weights", env={"GEOLIBRE_ML_SPEC": str(spec_file)})
     assert proc.returncode == 1
     assert "cannot start" in proc.stderr and "GB" in proc.stderr
