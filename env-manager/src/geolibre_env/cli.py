@@ -214,6 +214,21 @@ def cmd_status(args: argparse.Namespace, settings: EnvSettings) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace, settings: EnvSettings) -> int:
+    from geolibre_env.diagnostics import run_diagnostics
+    from geolibre_env.doctor_output import print_report, write_bundle
+
+    report = run_diagnostics(settings)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print_report(report, sys.stdout)
+    if args.bundle is not None:
+        dest = write_bundle(settings, report, Path(args.bundle) if args.bundle else None)
+        print(f"Wrote {dest}: attach it to your bug report.", file=sys.stderr)
+    return EXIT_ERROR if report.verdict == "failure" else EXIT_OK
+
+
 def _add_install_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=["meta", "transformers"], help="SAM 3 backend")
     token = parser.add_mutually_exclusive_group()
@@ -255,6 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
     uninstall.add_argument("--yes", action="store_true", help="do not ask")
     uninstall.add_argument("--json", action="store_true")
     uninstall.set_defaults(handler=cmd_uninstall)
+
+    doctor = sub.add_parser("doctor", help="check everything segmentation needs, and say why not")
+    doctor.add_argument("--json", action="store_true", help="the report as JSON (for the app)")
+    doctor.add_argument(
+        "--bundle",
+        nargs="?",
+        const="",
+        metavar="PATH",
+        help="also write a zip for a bug report (report, logs, install journal; redacted)",
+    )
+    doctor.set_defaults(handler=cmd_doctor)
 
     status = sub.add_parser("status", help="installed environment, weights and backend state")
     status.add_argument("--json", action="store_true")

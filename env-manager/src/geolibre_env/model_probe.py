@@ -78,6 +78,12 @@ def probe(imports, quick):
         except Exception as exc:
             report["imports"][name] = None
             report["errors"].append(f"import {name}: {type(exc).__name__}: {exc}")
+    try:  # the installed version, without samgeo's heavy import
+        from importlib.metadata import version
+
+        report["samgeo_version"] = version("segment-geospatial")
+    except Exception:
+        report["samgeo_version"] = None
     spec = importlib.util.find_spec("samgeo")
     if spec is not None and spec.submodule_search_locations:
         report["samgeo_dir"] = next(iter(spec.submodule_search_locations))

@@ -4,8 +4,10 @@ one HTTP client and the backend (and stops the backend when the app stops).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +21,7 @@ from starlette.routing import Route
 
 from geolibre_sidecar import __version__
 from geolibre_sidecar.backend import Backend, make_backend
+from geolibre_sidecar.environment_info import EnvironmentInfo
 from geolibre_sidecar.errors import EXCEPTION_HANDLERS, BackendUnavailable
 from geolibre_sidecar.install_api import (
     InstallJobs,
@@ -96,6 +99,32 @@ def create_app(
         await request.app.state.backend.stop()
         return JSONResponse(build_status(request.app.state.status_sources))
 
+    async def diagnostics(request: Request) -> Response:
+        report = await _diagnose(request)
+        return JSONResponse(report.to_dict())
+
+    async def diagnostics_bundle(request: Request) -> Response:
+        from geolibre_env.doctor_output import bundle_bytes
+
+        report = await _diagnose(request)
+        data = await asyncio.to_thread(bundle_bytes, settings.env, report)
+        name = time.strftime("geolibre-ml-report-%Y%m%d-%H%M%S.zip")
+        return Response(
+            data,
+            media_type="application/zip",
+            headers={"Content-Disposition": f'attachment; filename="{name}"'},
+        )
+
+    async def _diagnose(request: Request) -> Any:
+        # Imported here: the report's modules are not needed to start the sidecar.
+        from geolibre_env.diagnostics import run_diagnostics, sidecar_facts
+
+        backend: Backend = request.app.state.backend
+        facts = sidecar_facts(settings.env.environ, __version__)
+        return await asyncio.to_thread(
+            run_diagnostics, settings.env, live_backend=backend.snapshot(), sidecar=facts
+        )
+
     async def shutdown(_request: Request) -> Response:
         log.info("shutdown requested over HTTP")
         if request_shutdown is not None:
@@ -112,12 +141,23 @@ def create_app(
         app.state.http = http
         app.state.backend = backend
         app.state.proxy = SegmentProxy(settings, backend, http)
-        app.state.install_jobs = jobs = InstallJobs(settings, on_success=backend.after_install)
-        app.state.status_sources = StatusSources(settings=settings, backend=backend, install=jobs)
+        facts = EnvironmentInfo(settings.env, managed=backend.mode == "managed")
+
+        async def after_install() -> None:
+            await backend.after_install()
+            await facts.refresh()
+
+        app.state.install_jobs = jobs = InstallJobs(settings, on_success=after_install)
+        app.state.status_sources = StatusSources(
+            settings=settings, backend=backend, install=jobs, environment=facts
+        )
         await backend.startup()
+        # Not awaited: GPU detection must not delay the ready line.
+        refresh = asyncio.create_task(facts.refresh(), name="environment-facts")
         try:
             yield
         finally:
+            refresh.cancel()
             await jobs.aclose()
             await backend.aclose()
             await http.aclose()
@@ -133,6 +173,8 @@ def create_app(
         Route("/ml/backend/install", install_state, methods=["GET"]),
         Route("/ml/backend/install", cancel_install, methods=["DELETE"]),
         Route("/ml/backend/install/events", install_events, methods=["GET"]),
+        Route("/ml/diagnostics", diagnostics, methods=["GET"]),
+        Route("/ml/diagnostics/bundle", diagnostics_bundle, methods=["GET"]),
         Route("/shutdown", shutdown, methods=["POST"]),
     ]
     # Outermost first: refuse foreign Host headers before anything else, answer

@@ -32,7 +32,7 @@ class StatusSources:
     backend: Backend
     started_at: float = field(default_factory=time.time)
     install: Any = None  # geolibre_sidecar.install_api.InstallJobs
-    accelerator: Any = None  # geolibre_sidecar.accelerator.AcceleratorInfo
+    environment: Any = None  # geolibre_sidecar.environment_info.EnvironmentInfo
 
 
 def _installed(sources: StatusSources) -> bool:
@@ -98,7 +98,11 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         hint = HINTS[ExitCause(error["cause"])]
         if hint not in hints:
             hints.append(f"The last segmentation failed: {hint}")
-    accelerator = sources.accelerator.snapshot() if sources.accelerator is not None else None
+    facts = sources.environment.snapshot() if sources.environment is not None else None
+    accelerator = (facts or {}).get("accelerator")
+    weights = (facts or {}).get("weights")
+    if weights and weights.get("hint") and installed:
+        hints.append(weights["hint"])
     if accelerator and accelerator.get("hint"):
         hints.append(accelerator["hint"])
     if installing and install:
@@ -118,6 +122,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         "backend": snapshot,
         "install": install,
         "accelerator": accelerator,
+        "weights": weights,
         "hints": hints,
         "sidecar": {
             "version": __version__,

@@ -1,0 +1,373 @@
+"""The environment report behind `geolibre-ml doctor` and `GET /ml/diagnostics`.
+
+Fast and without side effects: nothing is started, installed or downloaded.
+The model environment is asked once (a quick probe with a timeout; the record
+written at install time answers when it is slow). Every check ends in ok,
+warning or failure, with one sentence on what to do. Everything that leaves
+this module is redacted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import psutil
+
+from geolibre_env import __version__
+from geolibre_env.backend_record import read_record, read_status
+from geolibre_env.errors import GeoLibreError
+from geolibre_env.exit_causes import HINTS, ExitCause
+from geolibre_env.install_lock import InstallLock
+from geolibre_env.machine import Machine, detect_machine
+from geolibre_env.model_env import ActiveEnvironment, active_environment
+from geolibre_env.nvidia import classify_nvidia_smi_failure, nvidia_smi_fix
+from geolibre_env.plan import InstallPlan, make_plan
+from geolibre_env.redact import redact, redact_mapping, redact_url
+from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.uv_runner import find_uv
+from geolibre_env.verify import VerifyReport, run_probe
+
+Status = Literal["ok", "warning", "failure"]
+PROBE_TIMEOUT_S = 2.0
+LEGACY_SIDECAR_PORT = 8765  # the port older GeoLibre builds hard-code
+NETWORK_SETTINGS = (
+    "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
+    "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
+    "UV_OFFLINE", "UV_NO_INDEX", "HF_ENDPOINT", "HF_HUB_OFFLINE", "GEOLIBRE_ML_TORCH_INDEX_URL",
+    "GEOLIBRE_ML_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+)  # fmt: skip
+
+
+@dataclass
+class Check:
+    id: str
+    title: str
+    status: Status
+    detail: str
+    fix: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    checks: list[Check]
+    created_at: float = field(default_factory=time.time)
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> Status:
+        statuses = {check.status for check in self.checks}
+        return "failure" if "failure" in statuses else "warning" if "warning" in statuses else "ok"
+
+    @property
+    def summary(self) -> str:
+        failures = [c for c in self.checks if c.status == "failure"]
+        warnings = [c for c in self.checks if c.status == "warning"]
+        if failures:
+            first = failures[0]
+            return f"Segmentation will not work: {first.detail} {first.fix or ''}".strip()
+        if warnings:
+            return (
+                f"Segmentation should work, with {len(warnings)} warning(s): {warnings[0].detail}"
+            )
+        return "Everything needed for segmentation is in place."
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {
+            "verdict": self.verdict,
+            "summary": self.summary,
+            "created_at": self.created_at,
+            "seconds": round(self.seconds, 3),
+            "checks": [asdict(check) for check in self.checks],
+        }
+        return redact_mapping(data)
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def check_system(machine: Machine) -> Check:
+    memory = machine.memory_total_bytes or 0
+    detail = f"{machine.describe()}; Python {platform.python_version()} ({sys.executable})."
+    low = memory and memory < 15 * 2**30 and not machine.gpus
+    return Check(
+        "system",
+        "Computer",
+        "warning" if low else "ok",
+        detail,
+        "SAM 3 on the CPU needs about 16 GB of memory; close other programs or use a "
+        "computer with an NVIDIA GPU."
+        if low
+        else None,
+        {"os": machine.os, "arch": machine.arch, "cpus": machine.cpu_count, "memory": memory},
+    )
+
+
+def check_gpu(machine: Machine) -> Check:
+    data = {"gpus": [g.to_dict() for g in machine.gpus], "driver": machine.driver_version}
+    if machine.gpus:
+        lines = []
+        for gpu in machine.gpus:
+            free = f", {gpu.memory_free_mib / 1024:.1f} GiB free" if gpu.memory_free_mib else ""
+            total = f"{gpu.memory_total_mib / 1024:.1f} GiB" if gpu.memory_total_mib else "?"
+            lines.append(
+                f"{gpu.name} (compute capability {gpu.compute_capability or '?'}, {total}{free})"
+            )
+        return Check(
+            "gpu",
+            "NVIDIA GPU",
+            "ok",
+            "; ".join(lines) + f"; driver {machine.driver_version}.",
+            data=data,
+        )
+    error = machine.nvidia_smi_error or ""
+    if error and classify_nvidia_smi_failure(error) not in ("missing", "no_devices"):
+        return Check(
+            "gpu", "NVIDIA GPU", "failure", f"nvidia-smi failed: {error[:200]}",
+            nvidia_smi_fix(error), data,
+        )  # fmt: skip
+    return Check(
+        "gpu",
+        "NVIDIA GPU",
+        "warning",
+        "No NVIDIA GPU was found, so SAM 3's meta backend cannot run here.",
+        "Use the transformers backend (it runs on the CPU, expect minutes per image), or a "
+        "computer with an NVIDIA GPU and driver.",
+        data,
+    )
+
+
+def check_disk(plan: InstallPlan | None, machine: Machine) -> Check:
+    data = {"disks": [asdict(d) for d in machine.disks]}
+    if plan is None:
+        lines = [f"{d.purpose}: {_gb(d.free_bytes)} free at {d.path}" for d in machine.disks]
+        return Check("disk", "Free disk", "ok", "; ".join(lines) + ".", data=data)
+    short = [fs for fs in plan.filesystems if fs.enough is False]
+    lines = [
+        f"{fs.path} ({', '.join(fs.purposes)}): {_gb(fs.free_bytes or 0)} free, "
+        f"{_gb(fs.needed_bytes)} needed for a new install"
+        for fs in plan.filesystems
+    ]
+    if short:
+        return Check(
+            "disk", "Free disk", "warning", "; ".join(lines) + ".",
+            "Free some space before installing or repairing the model backend "
+            "(an installed environment keeps working).", data,
+        )  # fmt: skip
+    return Check("disk", "Free disk", "ok", "; ".join(lines) + ".", data=data)
+
+
+def check_model_env(
+    settings: EnvSettings, spec: ModelEnvSpec, active: ActiveEnvironment | None, machine: Machine
+) -> tuple[Check, VerifyReport | None]:
+    if active is None:
+        return Check(
+            "model_env", "Model environment", "failure",
+            "The model backend (samgeo-api with PyTorch) is not installed.",
+            "Install it from the app, or run `geolibre-ml install`.",
+        ), None  # fmt: skip
+    report: VerifyReport | None
+    source = "checked now"
+    try:
+        report = run_probe(active.python, quick=True, timeout_s=PROBE_TIMEOUT_S)
+    except GeoLibreError:
+        report, source = VerifyReport(active.verify), "recorded at install time (probe timed out)"
+    data = {"env": active.name, "path": str(active.root), "build": active.build, **report.data}
+    torch = report.data.get("torch")
+    if torch is None:
+        return Check(
+            "model_env", "Model environment", "failure",
+            f"torch does not import in {active.name}: {'; '.join(report.problems)[:300]}",
+            "Run `geolibre-ml repair`.", data,
+        ), report  # fmt: skip
+    cuda_build = bool(report.data.get("cuda_version"))
+    samgeo = report.data.get("samgeo_version") or active.verify.get("imports", {}).get("samgeo")
+    detail = (
+        f"{active.name} ({source}): Python {report.data.get('python')}, torch {torch}, "
+        f"{'CUDA ' + str(report.data.get('cuda_version')) if cuda_build else 'CPU build'}, "
+        f"samgeo {samgeo}."
+    )
+    if cuda_build and machine.gpus and not report.cuda_working:
+        return Check(
+            "model_env", "Model environment", "failure",
+            detail + " But CUDA is not usable: " + " ".join(report.problems),
+            "Update the NVIDIA driver, or run `geolibre-ml install --force` so the planner "
+            "picks a torch build that fits this GPU.", data,
+        ), report  # fmt: skip
+    if not cuda_build and machine.gpus:
+        return Check(
+            "model_env", "Model environment", "warning",
+            detail + " This CPU build cannot use the NVIDIA GPU.",
+            "Run `geolibre-ml install --force` to switch to a CUDA build.", data,
+        ), report  # fmt: skip
+    return Check("model_env", "Model environment", "ok", detail, data=data), report
+
+
+def check_weights(
+    settings: EnvSettings, spec: ModelEnvSpec, active: ActiveEnvironment | None
+) -> Check:
+    from geolibre_env.weights import weights_status
+
+    backend = (active.record.get("sam3_backend") if active else None) or "meta"
+    status = weights_status(
+        settings, spec, backend=backend, site_packages=active.site_packages if active else None
+    )
+    data = status.to_dict()
+    token = "a Hub token is configured" if status.token_configured else "no Hub token is configured"
+    if status.present:
+        where = "a local checkpoint" if status.route == "checkpoint" else spec.weights.repo
+        return Check(
+            "weights", "SAM 3 weights", "ok",
+            f"Present for the {backend} backend from {where} ({_gb(status.total_bytes)}); {token}.",
+            data=data,
+        )  # fmt: skip
+    return Check(
+        "weights", "SAM 3 weights", "failure",
+        f"Missing for the {backend} backend: {', '.join(status.missing)}; {token}.",
+        "Accept the licence for facebook/sam3 on the Hugging Face Hub, then run "
+        "`geolibre-ml install --ask-token` (or give a local checkpoint with --checkpoint).",
+        data,
+    )  # fmt: skip
+
+
+def check_backend(settings: EnvSettings, live: Mapping[str, Any] | None) -> Check:
+    snapshot = dict(live) if live is not None else read_status(settings.paths.supervisor_status)
+    if snapshot is not None and live is None:
+        sidecar_pid = int(snapshot.get("sidecar_pid") or 0)
+        if not psutil.pid_exists(sidecar_pid):
+            snapshot = {**snapshot, "state": "stopped", "cause": "no sidecar is running"}
+    if not snapshot:
+        return Check("backend", "Backend (samgeo-api)", "ok", "No sidecar has run it yet.")
+    state = snapshot.get("state")
+    last = snapshot.get("last_exit") or {}
+    parts = [f"state {state}: {snapshot.get('cause')}"]
+    for key, label in (("pid", "pid"), ("port", "port"), ("uptime_s", "up s"),
+                       ("restarts", "restarts")):  # fmt: skip
+        if snapshot.get(key) is not None:
+            parts.append(f"{label} {snapshot[key]}")
+    if last.get("cause") and last.get("cause") != ExitCause.STOPPED.value:
+        parts.append(f"last exit: {last.get('summary')}")
+    data = {k: snapshot.get(k) for k in ("state", "cause", "pid", "port", "uptime_s", "restarts",
+                                         "last_exit", "log_tail")}  # fmt: skip
+    failed = state == "failed"
+    hint = last.get("hint") or (HINTS[ExitCause.CRASHED] if failed else None)
+    return Check(
+        "backend", "Backend (samgeo-api)", "failure" if failed else "ok",
+        redact("; ".join(parts) + "."), hint if failed else None, data,
+    )  # fmt: skip
+
+
+def check_ports(settings: EnvSettings) -> Check:
+    ports: dict[int, str] = {LEGACY_SIDECAR_PORT: "GeoLibre's old fixed sidecar port"}
+    record = read_record(settings.paths.backend_state)
+    if record is not None:
+        ports[record.port] = "the backend's port"
+    holders: list[str] = []
+    data: dict[str, Any] = {}
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return Check("ports", "Ports", "ok", "Could not list listening ports (not permitted).")
+    for conn in connections:
+        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port not in ports:
+            continue
+        who = f"pid {conn.pid}" if conn.pid else "another user's program"
+        if conn.pid:
+            with contextlib.suppress(psutil.Error):
+                who = f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
+        holders.append(f"{ports[conn.laddr.port]} {conn.laddr.port} is held by {who}")
+        data[str(conn.laddr.port)] = who
+    if not holders:
+        return Check("ports", "Ports", "ok", "No stale process holds a port we use.", data=data)
+    return Check(
+        "ports", "Ports", "ok" if record else "warning", "; ".join(holders) + ".",
+        None if record else "If that is an old sidecar, stop it (or restart the computer).", data,
+    )  # fmt: skip
+
+
+def check_network(settings: EnvSettings) -> Check:
+    shown = {
+        key: redact_url(value) if "://" in value else redact(value)
+        for key, value in settings.environ.items()
+        if key in NETWORK_SETTINGS and value
+    }
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none set (direct access)"
+    return Check("network", "Proxy, mirrors and indexes", "ok", f"{detail}.", data=shown)
+
+
+def check_tools(settings: EnvSettings) -> Check:
+    try:
+        uv = find_uv(settings)
+    except GeoLibreError as exc:
+        return Check("tools", "uv", "failure", exc.message, exc.hint)
+    holder = InstallLock(settings.paths.install_lock).holder()
+    running = holder and psutil.pid_exists(int(holder.get("pid") or 0))
+    extra = f"; an install is running (pid {holder['pid']})" if running and holder else ""
+    return Check(
+        "tools", "uv and sidecar", "ok",
+        f"uv {uv.version_text} at {uv.path}; geolibre-ml {__version__}{extra}.",
+        data={"uv": uv.version_text, "uv_path": uv.path, "geolibre_ml": __version__},
+    )  # fmt: skip
+
+
+def check_sidecar(sidecar: Mapping[str, Any] | None) -> Check:
+    if sidecar is None:
+        return Check("sidecar", "Sidecar", "ok", "Not asked through a running sidecar.")
+    facts = redact_mapping(dict(sidecar))
+    settings = ", ".join(f"{k}={v}" for k, v in sorted((facts.get("env") or {}).items()))
+    return Check(
+        "sidecar", "Sidecar", "ok",
+        f"geolibre-sidecar {facts.get('version')} (pid {facts.get('pid')}, Python "
+        f"{facts.get('python')}); settings: {settings or 'defaults'}.",
+        data=facts,
+    )  # fmt: skip
+
+
+def run_diagnostics(
+    settings: EnvSettings,
+    *,
+    live_backend: Mapping[str, Any] | None = None,
+    sidecar: Mapping[str, Any] | None = None,
+) -> Report:
+    """All checks, in the order a person reads them."""
+    started = time.monotonic()
+    active = active_environment(settings.paths)
+    known = None
+    if active is not None and active.record.get("python_path"):
+        from geolibre_env.machine import PythonInstall
+
+        known = (PythonInstall(active.record.get("python") or "", active.record["python_path"]),)
+    machine = detect_machine(settings, pythons=known or ())
+    checks = [check_system(machine), check_gpu(machine), check_sidecar(sidecar)]
+    spec: ModelEnvSpec | None = None
+    plan: InstallPlan | None = None
+    try:
+        spec = load_spec(settings.spec_path)
+        plan = make_plan(machine, spec, settings) if known else None
+    except GeoLibreError as exc:
+        checks.append(Check("spec", "Model-environment spec", "failure", exc.message, exc.hint))
+    checks.append(check_disk(plan, machine))
+    if spec is not None:
+        checks.append(check_model_env(settings, spec, active, machine)[0])
+        checks.append(check_weights(settings, spec, active))
+    checks += [check_backend(settings, live_backend), check_ports(settings)]
+    checks += [check_network(settings), check_tools(settings)]
+    report = Report(checks)
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def sidecar_facts(environ: Mapping[str, str], version: str) -> dict[str, Any]:
+    """A sidecar's own facts as the report shows them (secrets masked)."""
+    ours = {k: v for k, v in environ.items() if k.startswith(("GEOLIBRE_", "UV_", "HF_"))}
+    facts = {"pid": os.getpid(), "python": sys.version.split()[0], "version": version, "env": ours}
+    return redact_mapping(facts)
