@@ -36,11 +36,35 @@ _NO_DRIVER = (
     "Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU "
     "and installed a driver from http://www.nvidia.com/Download/index.aspx"
 )
-_TORCH_INIT = f'''"""Fake torch for geolibre-ml tests: a CPU-only machine, no CUDA."""
+_TORCH_INIT = f'''"""Fake torch for geolibre-ml tests: a CPU-only machine, no CUDA.
+
+STANDIN_TORCH_CUDA / _ARCHS / _DEVICES ("name=major.minor;...") turn it into
+a CUDA build that sees those GPUs (for the doctor's diagnosis paths).
+"""
 
 from torch import backends, cuda, version
 
 __version__ = "{TORCH_VERSION}"
+
+
+class _Tensor:
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __mul__(self, factor):
+        return _Tensor(v * factor for v in self.values)
+
+    def sum(self):
+        return _Tensor([sum(self.values)])
+
+    def item(self):
+        return self.values[0]
+
+
+def ones(count, device=None):
+    if device == "cuda" and not cuda.is_available():
+        raise RuntimeError(cuda._NO_DRIVER)
+    return _Tensor([1.0] * count)
 
 
 def zeros(*size, **kwargs):
@@ -50,35 +74,52 @@ def zeros(*size, **kwargs):
         count *= dim
     return [0.0] * count
 '''
-_TORCH_CUDA = f'''"""Fake torch.cuda: no driver, no devices."""
+_TORCH_CUDA = f'''"""Fake torch.cuda: no driver and no devices, unless STANDIN_TORCH_* say so."""
+
+import os
 
 _NO_DRIVER = "{_NO_DRIVER}"
+_DEVICES = [
+    (name, tuple(int(p) for p in cap.split(".")))
+    for name, _, cap in (
+        item.rpartition("=") for item in os.environ.get("STANDIN_TORCH_DEVICES", "").split(";")
+    )
+    if name
+]
 
 
 def is_available():
-    return False
+    return bool(_DEVICES) and bool(os.environ.get("STANDIN_TORCH_CUDA"))
 
 
 def device_count():
-    return 0
+    return len(_DEVICES) if is_available() else 0
 
 
 def get_arch_list():
-    return []
+    archs = os.environ.get("STANDIN_TORCH_ARCHS", "")
+    return [a for a in archs.split(",") if a] if is_available() else []
 
 
 def get_device_capability(device=None):
-    raise RuntimeError(_NO_DRIVER)
+    if not is_available():
+        raise RuntimeError(_NO_DRIVER)
+    return _DEVICES[device or 0][1]
 
 
 def get_device_name(device=None):
-    raise RuntimeError(_NO_DRIVER)
+    if not is_available():
+        raise RuntimeError(_NO_DRIVER)
+    return _DEVICES[device or 0][0]
 
 
 def empty_cache():
     return None
 '''
-_TORCH_VERSION_PY = f'__version__ = "{TORCH_VERSION}"\ncuda = None\nhip = None\n'
+_TORCH_VERSION_PY = (
+    f'import os\n__version__ = "{TORCH_VERSION}"\n'
+    'cuda = os.environ.get("STANDIN_TORCH_CUDA") or None\nhip = None\n'
+)
 _TORCH_MPS = "def is_available():\n    return False\n\n\ndef is_built():\n    return False\n"
 _SAMGEO_INIT = '''"""segment-geospatial stand-in for geolibre-ml tests (not the real package)."""
 

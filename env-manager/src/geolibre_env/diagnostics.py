@@ -26,12 +26,13 @@ from geolibre_env.errors import GeoLibreError
 from geolibre_env.exit_causes import HINTS, ExitCause
 from geolibre_env.install_lock import InstallLock
 from geolibre_env.machine import Machine, detect_machine
-from geolibre_env.model_env import ActiveEnvironment, active_environment
+from geolibre_env.model_env import ActiveEnvironment, active_environment, read_json
 from geolibre_env.nvidia import classify_nvidia_smi_failure, nvidia_smi_fix
 from geolibre_env.plan import InstallPlan, make_plan
 from geolibre_env.redact import redact, redact_mapping, redact_url
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.torch_build import choose_build
 from geolibre_env.uv_runner import find_uv
 from geolibre_env.verify import VerifyReport, run_probe
 
@@ -112,8 +113,19 @@ def check_system(machine: Machine) -> Check:
     )
 
 
-def check_gpu(machine: Machine) -> Check:
+def check_gpu(machine: Machine, spec: ModelEnvSpec | None) -> Check:
     data = {"gpus": [g.to_dict() for g in machine.gpus], "driver": machine.driver_version}
+    if machine.gpus and spec is not None:
+        choice = choose_build(machine, spec)
+        if not choice.build.is_cuda:
+            # The driver is too old, or no torch build has kernels for this GPU.
+            return Check(
+                "gpu", "NVIDIA GPU", "failure",
+                f"{machine.describe()}: {choice.reason}",
+                "Update the NVIDIA driver (see the reason above), or use the transformers "
+                "backend on the CPU.",
+                data,
+            )  # fmt: skip
     if machine.gpus:
         lines = []
         for gpu in machine.gpus:
@@ -223,6 +235,9 @@ def check_weights(
     )
     data = status.to_dict()
     token = "a Hub token is configured" if status.token_configured else "no Hub token is configured"
+    last = read_json(settings.paths.last_install) or {}
+    if last.get("weights_error"):
+        data["last_install_error"] = last["weights_error"]
     if status.present:
         where = "a local checkpoint" if status.route == "checkpoint" else spec.weights.repo
         return Check(
@@ -230,9 +245,10 @@ def check_weights(
             f"Present for the {backend} backend from {where} ({_gb(status.total_bytes)}); {token}.",
             data=data,
         )  # fmt: skip
+    why = f" The last install said: {last['weights_error']}" if last.get("weights_error") else ""
     return Check(
         "weights", "SAM 3 weights", "failure",
-        f"Missing for the {backend} backend: {', '.join(status.missing)}; {token}.",
+        f"Missing for the {backend} backend: {', '.join(status.missing)}; {token}.{why}",
         "Accept the licence for facebook/sam3 on the Hugging Face Hub, then run "
         "`geolibre-ml install --ask-token` (or give a local checkpoint with --checkpoint).",
         data,
@@ -266,12 +282,25 @@ def check_backend(settings: EnvSettings, live: Mapping[str, Any] | None) -> Chec
     )  # fmt: skip
 
 
+def _ours(pid: int | None, record_pid: int | None) -> bool:
+    """Whether ``pid`` is the recorded backend's guard or one of its descendants."""
+    if not pid or not record_pid:
+        return False
+    with contextlib.suppress(psutil.Error):
+        guard = psutil.Process(record_pid)
+        return pid == record_pid or pid in {p.pid for p in guard.children(recursive=True)}
+    return False
+
+
 def check_ports(settings: EnvSettings) -> Check:
+    """Who holds the ports we use: a stale sidecar on 8765, a stranger on the backend's."""
     ports: dict[int, str] = {LEGACY_SIDECAR_PORT: "GeoLibre's old fixed sidecar port"}
     record = read_record(settings.paths.backend_state)
+    record_pid = None
     if record is not None:
         ports[record.port] = "the backend's port"
-    holders: list[str] = []
+        record_pid = record.identity.pid if record.identity.is_alive() else None
+    strangers: list[str] = []
     data: dict[str, Any] = {}
     try:
         connections = psutil.net_connections(kind="tcp")
@@ -284,13 +313,15 @@ def check_ports(settings: EnvSettings) -> Check:
         if conn.pid:
             with contextlib.suppress(psutil.Error):
                 who = f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-        holders.append(f"{ports[conn.laddr.port]} {conn.laddr.port} is held by {who}")
         data[str(conn.laddr.port)] = who
-    if not holders:
+        if not _ours(conn.pid, record_pid):
+            strangers.append(f"{ports[conn.laddr.port]} {conn.laddr.port} is held by {who}")
+    if not strangers:
         return Check("ports", "Ports", "ok", "No stale process holds a port we use.", data=data)
     return Check(
-        "ports", "Ports", "ok" if record else "warning", "; ".join(holders) + ".",
-        None if record else "If that is an old sidecar, stop it (or restart the computer).", data,
+        "ports", "Ports", "warning", "; ".join(strangers) + ".",
+        "If that is an old GeoLibre sidecar or samgeo-api, stop it (or restart the computer); "
+        "the sidecar itself always picks a free port.", data,
     )  # fmt: skip
 
 
@@ -347,14 +378,17 @@ def run_diagnostics(
 
         known = (PythonInstall(active.record.get("python") or "", active.record["python_path"]),)
     machine = detect_machine(settings, pythons=known or ())
-    checks = [check_system(machine), check_gpu(machine), check_sidecar(sidecar)]
     spec: ModelEnvSpec | None = None
     plan: InstallPlan | None = None
+    spec_problem: Check | None = None
     try:
         spec = load_spec(settings.spec_path)
-        plan = make_plan(machine, spec, settings) if known else None
+        plan = make_plan(machine, spec, settings)  # for its disk figures
     except GeoLibreError as exc:
-        checks.append(Check("spec", "Model-environment spec", "failure", exc.message, exc.hint))
+        spec_problem = Check("spec", "Model-environment spec", "failure", exc.message, exc.hint)
+    checks = [check_system(machine), check_gpu(machine, spec), check_sidecar(sidecar)]
+    if spec_problem is not None:
+        checks.append(spec_problem)
     checks.append(check_disk(plan, machine))
     if spec is not None:
         checks.append(check_model_env(settings, spec, active, machine)[0])

@@ -77,6 +77,11 @@ class Paths:
         return self.state / "backend.json"
 
     @property
+    def last_install(self) -> Path:
+        """The outcome of the last install (for the doctor and the app)."""
+        return self.state / "last-install.json"
+
+    @property
     def supervisor_status(self) -> Path:
         """The supervisor's last state, for `geolibre-ml status` in another process."""
         return self.state / "supervisor.json"

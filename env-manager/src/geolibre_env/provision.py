@@ -253,6 +253,12 @@ class Provisioner:
         )
         if request.weights:
             self._weights(request, plan, env, result)
+        with contextlib.suppress(OSError):
+            write_json_atomic(
+                self.paths.last_install,
+                {"at": time.time(), "outcome": outcome, "env": env.name,
+                 "weights_error": result.weights_error, "weights_checked": request.weights},
+            )  # fmt: skip
         steps.emit(
             "done",
             "The model backend is installed."
