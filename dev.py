@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Development entry point that needs only Python 3.11+ and pip.
+
+    python3 dev.py sidecar [launcher flags]   start the sidecar in development mode
+    python3 dev.py test [pytest args]         run the whole default test suite
+    python3 dev.py bench [--quick]            run the benchmarks and print the figures
+
+It finds uv (on PATH, or bootstraps it into .dev/ with pip, no administrator
+rights), syncs the locked environment with the machine's own Python (never
+downloading one), and runs the command in it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+BOOTSTRAP = ROOT / ".dev" / "bootstrap"
+UV_REQUIREMENT = "uv>=0.9,<0.14"
+MIN_UV = (0, 9, 0)
+
+
+def say(message: str) -> None:
+    print(f"dev.py: {message}", file=sys.stderr, flush=True)
+
+
+def uv_version(path: str) -> tuple[int, ...] | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = re.search(r"uv (\d+)\.(\d+)\.(\d+)", out.stdout)
+    return tuple(int(x) for x in match.groups()) if match else None
+
+
+def find_or_bootstrap_uv() -> str:
+    scripts = BOOTSTRAP / ("Scripts" if os.name == "nt" else "bin")
+    candidates = [shutil.which("uv"), str(scripts / ("uv.exe" if os.name == "nt" else "uv"))]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            version = uv_version(candidate)
+            if version and version >= MIN_UV:
+                return candidate
+    say(f"bootstrapping uv into {BOOTSTRAP} with pip (one time)")
+    venv.EnvBuilder(with_pip=True, clear=True).create(BOOTSTRAP)
+    python = scripts / ("python.exe" if os.name == "nt" else "python")
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         UV_REQUIREMENT],
+        check=True,
+    )  # fmt: skip
+    return str(scripts / ("uv.exe" if os.name == "nt" else "uv"))
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("UV_PYTHON_DOWNLOADS", "never")  # use this machine's Python
+    env.setdefault("UV_PYTHON", sys.executable)
+    # Our own project environment, whatever an outer `uv run` may have set.
+    env.pop("UV_PROJECT_ENVIRONMENT", None)
+    env.pop("VIRTUAL_ENV", None)
+    return env
+
+
+def ensure_chromium() -> None:
+    """The demo page's browser test needs Debian's chromium; install it where we can."""
+    if shutil.which("chromium") or not shutil.which("apt-get"):
+        return
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        say("chromium is missing and installing it needs root; its test will be skipped")
+        return
+    say("installing chromium for the demo page's browser test (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    if subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env).returncode:
+        subprocess.run(["apt-get", "update", "-q"], env=env)
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("sidecar", "test", "bench"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    command, rest = argv[0], argv[1:]
+    uv = find_or_bootstrap_uv()
+    env = environment()
+    subprocess.run([uv, "sync", "--frozen", "--quiet"], cwd=ROOT, env=env, check=True)
+    run = [uv, "run", "--frozen", "--no-sync"]
+    if command == "sidecar":
+        return subprocess.call([*run, "geolibre-sidecar", "--dev", *rest], cwd=ROOT, env=env)
+    if command == "bench":
+        return subprocess.call([*run, "python", "-m", "tests.benchmarks", *rest], cwd=ROOT, env=env)
+    ensure_chromium()
+    code = subprocess.call([*run, "pytest", *rest], cwd=ROOT, env=env)
+    return 1 if code == 5 else code  # pytest's 5 means "no tests ran": a failure here
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        say(f"{' '.join(map(str, exc.cmd))} failed with exit code {exc.returncode}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
