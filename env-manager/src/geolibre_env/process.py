@@ -24,6 +24,7 @@ import psutil
 GRACEFUL_STOP_TIMEOUT_S = 10.0
 KILL_TIMEOUT_S = 5.0
 ADOPTED_POLL_S = 0.25
+WAIT_POLL_S = 0.02
 # psutil's create_time is rounded differently across calls on some platforms.
 CREATE_TIME_TOLERANCE_S = 0.05
 
@@ -214,9 +215,21 @@ class GuardedProcess:
                 await asyncio.wait_for(self._child.wait(), timeout=KILL_TIMEOUT_S)
 
 
+def _running(proc: psutil.Process) -> bool:
+    """Still doing something: a zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 async def _wait_procs(procs: list[psutil.Process], timeout_s: float) -> list[psutil.Process]:
-    """The processes still alive after ``timeout_s``, polled off the event loop."""
-    _gone, alive = await asyncio.to_thread(psutil.wait_procs, procs, timeout=timeout_s)
+    """The processes still running after ``timeout_s`` (checked every few ms)."""
+    deadline = time.monotonic() + timeout_s
+    alive = [p for p in procs if _running(p)]
+    while alive and time.monotonic() < deadline:
+        await asyncio.sleep(WAIT_POLL_S)
+        alive = [p for p in alive if _running(p)]
     return alive
 
 

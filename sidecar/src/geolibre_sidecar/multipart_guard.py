@@ -9,8 +9,8 @@ backend never receives a complete request that we would have refused.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from email.message import Message
 from enum import Enum, auto
 
 from geolibre_sidecar.errors import BadRequest, InvalidField, SidecarError
@@ -19,6 +19,9 @@ from geolibre_sidecar.segment_fields import check_value, field_table
 MAX_HEADER_BYTES = 16 * 1024
 MAX_FIELD_BYTES = 64 * 1024
 MAX_PREAMBLE_BYTES = 64 * 1024
+# `; key="quoted \"value\""` or `; key=token`, as in Content-Type and Content-Disposition.
+_PARAM = re.compile(r';\s*([A-Za-z0-9_.*-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;\s]*)')
+_ESCAPE = re.compile(r"\\(.)")
 
 
 class _State(Enum):
@@ -46,17 +49,31 @@ class _Part:
     value: bytearray = field(default_factory=bytearray)
 
 
+def header_params(value: str) -> tuple[str, dict[str, str]]:
+    """``'form-data; name="a"'`` -> ``("form-data", {"name": "a"})`` (quotes and escapes undone).
+
+    Hand-written rather than email.message: it runs for every part of every
+    request, and the email parser cost a measurable part of a millisecond.
+    """
+    kind, _, rest = value.partition(";")
+    params = {}
+    for key, raw in _PARAM.findall(";" + rest):
+        if raw.startswith('"'):
+            raw = _ESCAPE.sub(r"\1", raw[1:-1])
+        params[key.lower()] = raw
+    return kind.strip().lower(), params
+
+
 def boundary_of(content_type: str) -> bytes:
     """The boundary of a multipart/form-data Content-Type, or a 400 saying what is wrong."""
-    message = Message()
-    message["content-type"] = content_type
-    if message.get_content_type() != "multipart/form-data":
+    kind, params = header_params(content_type)
+    if kind != "multipart/form-data":
         raise BadRequest(
             "Send the image as multipart/form-data (a form with a 'file' field), "
-            f"not {message.get_content_type() or 'an empty Content-Type'}."
+            f"not {kind or 'an empty Content-Type'}."
         )
-    boundary = message.get_param("boundary")
-    if not isinstance(boundary, str) or not 1 <= len(boundary) <= 200:
+    boundary = params.get("boundary", "")
+    if not 1 <= len(boundary) <= 200:
         raise BadRequest("The multipart Content-Type has no valid boundary parameter.")
     return boundary.encode("latin-1")
 
@@ -144,16 +161,18 @@ class MultipartGuard:
         return self.summary
 
     def _start_part(self, raw_headers: bytes) -> _Part:
-        message = Message()
+        disposition = ""
         for line in raw_headers.decode("utf-8", "replace").split("\r\n"):
-            name, sep, value = line.partition(":")
+            key, sep, value = line.partition(":")
             if not sep:
                 raise BadRequest("A multipart part has a malformed header line.")
-            message[name.strip()] = value.strip()
-        name = message.get_param("name", header="content-disposition")
-        if not isinstance(name, str) or not name:
+            if key.strip().lower() == "content-disposition":
+                disposition = value
+        kind, params = header_params(disposition)
+        name = params.get("name")
+        if kind != "form-data" or not name:
             raise BadRequest("A multipart part has no Content-Disposition name.")
-        filename = message.get_param("filename", header="content-disposition")
+        filename = params.get("filename")
         spec = self._fields.get(name)
         if spec is None:
             known = ", ".join(sorted(self._fields))

@@ -1,0 +1,37 @@
+"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install]``"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+from tests.benchmarks import install_bench, proxy_bench, supervisor_bench
+
+SUITES = {"proxy": proxy_bench, "supervisor": supervisor_bench, "install": install_bench}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.benchmarks")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, shorter waits")
+    parser.add_argument("--only", default=",".join(SUITES), help="comma-separated suites")
+    args = parser.parse_args()
+    print(
+        f"geolibre-ml benchmarks on {platform.platform()}, Python {platform.python_version()}, "
+        f"{'quick' if args.quick else 'full'} run"
+    )
+    missed = 0
+    for name in args.only.split(","):
+        started = time.monotonic()
+        print(f"\n[{name}]", flush=True)
+        for figure in SUITES[name].run(args.quick):
+            print(figure.row(), flush=True)
+            missed += figure.ok is False
+        print(f"  ({time.monotonic() - started:.0f} s)")
+    print(f"\n{missed} target(s) missed.")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
