@@ -88,7 +88,7 @@ class UvProgress:
             return
         self._last_bytes_at = now
         written = self.bytes_written()
-        if written:
+        if written and written >= 1_000_000:
             self._emit(
                 f"{written / 1e6:.0f} MB written so far", self.fetched, self.to_fetch or None
             )
