@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from geolibre_env.backend_log import LOG_TAIL_LINES, log_signature, read_log_tail
 from geolibre_env.backend_record import (
     BackendRecord,
     clear_record,
@@ -33,16 +34,13 @@ from geolibre_env.errors import BackendError, BackendStartError
 from geolibre_env.exit_causes import ExitCause, ExitReport, classify_exit, report
 from geolibre_env.paths import Paths
 from geolibre_env.process import GuardedProcess
+from geolibre_env.readiness import StartupFailed, StartupLimits, wait_until_healthy
 from geolibre_env.restart_policy import RestartPolicy, RestartTracker
 
 log = logging.getLogger("geolibre.supervisor")
 
 LOOPBACK = "127.0.0.1"
-LOG_TAIL_BYTES = 16 * 1024
-LOG_TAIL_LINES = 20
 ADOPT_PROBE_TIMEOUT_S = 2.0
-# Below this much CPU time between two looks, the child is not doing anything.
-PROGRESS_CPU_S = 0.02
 
 
 class BackendState(StrEnum):
@@ -99,27 +97,6 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def read_log_tail(path: Path, *, since: int = 0, lines: int = LOG_TAIL_LINES) -> str:
-    """The last ``lines`` lines written to ``path`` after byte offset ``since``."""
-    try:
-        with path.open("rb") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            start = since if 0 <= since <= size else 0  # rotated: read what is there
-            handle.seek(max(start, size - LOG_TAIL_BYTES))
-            data = handle.read()
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
-def _log_signature(path: Path) -> tuple[int, int]:
-    try:
-        stat = path.stat()
-        return stat.st_size, stat.st_mtime_ns
-    except OSError:
-        return (0, 0)
 
 
 class Supervisor:
@@ -321,7 +298,7 @@ class Supervisor:
         port = free_port()
         argv = (*launch.argv, "--host", LOOPBACK, "--port", str(port))
         log_path = self._paths.backend_log
-        self._log_offset = _log_signature(log_path)[0]
+        self._log_offset = log_signature(log_path)[0]
         started = time.monotonic()
         try:
             proc = await GuardedProcess.start(
@@ -340,62 +317,36 @@ class Supervisor:
             self._paths.backend_state,
             BackendRecord(proc.identity, url, port, argv, time.time(), os.getpid()),
         )
+        limits = StartupLimits(
+            self.config.start_stall_s, self.config.start_timeout_s, self.config.probe_interval_s
+        )
         try:
-            await self._wait_until_healthy(proc, url, started)
-        except BaseException:
-            if self._proc is proc:
+            await wait_until_healthy(
+                proc,
+                lambda: self._probe(url, timeout_s=1.0),
+                log_path=log_path,
+                log_offset=self._log_offset,
+                limits=limits,
+                stopping=lambda: self._stopping,
+            )
+        except BaseException as exc:
+            if self._proc is proc:  # nobody else took over: this start's process goes
                 self._proc = None
                 await proc.stop(graceful_timeout_s=2.0)
                 clear_record(self._paths.backend_state, only_pid=proc.pid)
-            raise
+            if not isinstance(exc, StartupFailed):
+                raise
+            self._last_exit = exc.report
+            if exc.report.cause is ExitCause.PORT_IN_USE:
+                raise _PortTaken from None
+            self._set(BackendState.FAILED, exc.report.summary)
+            raise BackendStartError(exc.report.summary, hint=exc.report.hint) from None
         elapsed = time.monotonic() - started
         self._ready_at = time.monotonic()
         self._last_activity = time.monotonic()
         self._set(BackendState.READY, f"started in {elapsed:.1f} s from {launch.source}")
-        self._spawn_task(self._watch(proc), "backend-watch")
-        self._spawn_task(self._keep_health(proc), "backend-health")
-        if self.config.idle_unload_s > 0:
-            self._spawn_task(self._unload_when_idle(proc), "backend-idle")
+        self._follow(proc)
         return url
-
-    async def _wait_until_healthy(self, proc: GuardedProcess, url: str, started: float) -> None:
-        """Poll /health; the deadline moves while the child shows progress."""
-        cfg = self.config
-        last_cpu = proc.cpu_seconds()
-        last_sig = _log_signature(self._paths.backend_log)
-        last_progress = time.monotonic()
-        while True:
-            if proc.returncode is not None:
-                self._last_exit = self._classify(proc, during_start=True)
-                if self._last_exit.cause is ExitCause.PORT_IN_USE:
-                    raise _PortTaken
-                self._set(BackendState.FAILED, self._last_exit.summary)
-                raise BackendStartError(self._last_exit.summary, hint=self._last_exit.hint)
-            if await self._probe(url, timeout_s=1.0):
-                return
-            now = time.monotonic()
-            cpu, sig = proc.cpu_seconds(), _log_signature(self._paths.backend_log)
-            if cpu - last_cpu >= PROGRESS_CPU_S or sig != last_sig:
-                last_cpu, last_sig, last_progress = cpu, sig, now
-            failure: tuple[ExitCause, str] | None = None
-            if now - last_progress > cfg.start_stall_s:
-                failure = (
-                    ExitCause.START_STALLED,
-                    f"samgeo-api made no progress for {cfg.start_stall_s:g} s while starting "
-                    "(no CPU use, no output) and was stopped.",
-                )
-            elif now - started > cfg.start_timeout_s:
-                failure = (
-                    ExitCause.START_TIMEOUT,
-                    f"samgeo-api was still not ready after {cfg.start_timeout_s:g} s and was "
-                    "stopped.",
-                )
-            if failure:
-                tail = read_log_tail(self._paths.backend_log, since=self._log_offset)
-                self._last_exit = report(failure[0], failure[1], tail)
-                self._set(BackendState.FAILED, failure[1])
-                raise BackendStartError(failure[1], hint=self._last_exit.hint)
-            await asyncio.sleep(cfg.probe_interval_s)
 
     async def _probe(self, url: str, *, timeout_s: float) -> bool:
         try:
@@ -423,6 +374,13 @@ class Supervisor:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _follow(self, proc: GuardedProcess) -> None:
+        """The tasks that look after a ready backend: exit, health, idle time."""
+        self._spawn_task(self._watch(proc), "backend-watch")
+        self._spawn_task(self._keep_health(proc), "backend-health")
+        if self.config.idle_unload_s > 0:
+            self._spawn_task(self._unload_when_idle(proc), "backend-idle")
 
     async def _watch(self, proc: GuardedProcess) -> None:
         """Notice an exit at once (we await the process; no polling for our own child)."""
@@ -534,10 +492,7 @@ class Supervisor:
             self._set(
                 BackendState.READY, f"adopted samgeo-api pid {proc.pid} left by an earlier sidecar"
             )
-            self._spawn_task(self._watch(proc), "backend-watch")
-            self._spawn_task(self._keep_health(proc), "backend-health")
-            if self.config.idle_unload_s > 0:
-                self._spawn_task(self._unload_when_idle(proc), "backend-idle")
+            self._follow(proc)
             return f"adopted pid {proc.pid}"
         outcome = await proc.stop(graceful_timeout_s=self.config.stop_timeout_s)
         clear_record(self._paths.backend_state)
