@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -10,13 +9,12 @@ import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.harness.processes import wait_gone
-from tests.harness.sidecar import base_env, launcher_path
+from tests.harness.sidecar import base_env, kill_app, launcher_path, start_app_with_sidecar
 
 
 def test_ready_line_is_the_only_stdout_and_names_a_working_loopback_url(sidecar_factory):
@@ -160,26 +158,10 @@ def test_logs_go_to_stderr_and_a_file_without_the_token(sidecar_factory, ml_home
     assert sidecar.token not in sidecar.stderr()
 
 
-def test_killing_the_parent_with_sigkill_takes_the_sidecar_down(ml_home, marker, tmp_path: Path):
+def test_killing_the_parent_with_sigkill_takes_the_sidecar_down(ml_home, marker):
     """The app is SIGKILLed: its sidecar notices (pid watch) and exits within 5 s."""
-    script = tmp_path / "app.py"
-    script.write_text(
-        "import subprocess, sys, os\n"
-        "p = subprocess.Popen([sys.argv[1], '--parent-pid', str(os.getpid())],\n"
-        "                     stdout=subprocess.PIPE, stdin=subprocess.PIPE)\n"
-        "sys.stdout.write(p.stdout.readline().decode()); sys.stdout.flush()\n"
-        "import time; time.sleep(600)\n"
-    )
-    app = subprocess.Popen(
-        [sys.executable, str(script), launcher_path()],
-        stdout=subprocess.PIPE,
-        env=base_env(ml_home, marker),
-    )
-    assert app.stdout is not None
-    ready = json.loads(app.stdout.readline())
-    app.kill()
-    app.wait()
-    app.stdout.close()
+    app, ready = start_app_with_sidecar(ml_home, marker=marker)
+    kill_app(app)
     started = time.monotonic()
     wait_gone([ready["pid"]], timeout_s=10, what="the sidecar to exit after its parent")
     assert time.monotonic() - started < 5

@@ -138,3 +138,34 @@ def start_sidecar(
         line += byte
     selector.close()
     return Sidecar(proc=proc, ready=json.loads(line), stderr_path=stderr_path)
+
+
+# A stand-in for the desktop app: it spawns the sidecar with --parent-pid (and a
+# stdin pipe), relays the ready line, then idles until it is killed.
+_APP_SCRIPT = (
+    "import os, subprocess, sys, time\n"
+    "p = subprocess.Popen([sys.argv[1], '--parent-pid', str(os.getpid())],\n"
+    "                     stdout=subprocess.PIPE, stdin=subprocess.PIPE)\n"
+    "sys.stdout.write(p.stdout.readline().decode()); sys.stdout.flush()\n"
+    "time.sleep(600)\n"
+)
+
+
+def start_app_with_sidecar(
+    home: Path, *, marker: str, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
+    """A fake desktop app process and the ready line of the sidecar it spawned."""
+    app = subprocess.Popen(
+        [sys.executable, "-c", _APP_SCRIPT, launcher_path()],
+        stdout=subprocess.PIPE,
+        env=base_env(home, marker, env),
+    )
+    assert app.stdout is not None
+    return app, json.loads(app.stdout.readline())
+
+
+def kill_app(app: subprocess.Popen[bytes]) -> None:
+    app.kill()
+    app.wait()
+    if app.stdout is not None:
+        app.stdout.close()

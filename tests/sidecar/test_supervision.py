@@ -22,7 +22,7 @@ from geolibre_env.paths import Paths
 from geolibre_env.process import ProcessIdentity, guard_command
 
 from tests.harness.processes import gone, wait_gone, with_marker
-from tests.harness.sidecar import base_env, launcher_path
+from tests.harness.sidecar import base_env, kill_app, start_app_with_sidecar
 from tests.harness.waiting import wait_until
 from tests.standin.harness import STANDIN_SCRIPT, free_port, make_png
 
@@ -115,22 +115,8 @@ def test_killing_the_sidecar_with_sigkill_takes_the_backend_down(managed):
     assert time.monotonic() - started < 5
 
 
-def test_killing_the_app_takes_the_sidecar_and_its_backend_down(ml_home, marker, tmp_path):
-    script = tmp_path / "app.py"
-    script.write_text(
-        "import subprocess, sys, os, time\n"
-        "p = subprocess.Popen([sys.argv[1], '--parent-pid', str(os.getpid())],\n"
-        "                     stdout=subprocess.PIPE, stdin=subprocess.PIPE)\n"
-        "sys.stdout.write(p.stdout.readline().decode()); sys.stdout.flush()\n"
-        "time.sleep(600)\n"
-    )
-    app = subprocess.Popen(
-        [sys.executable, str(script), launcher_path()],
-        stdout=subprocess.PIPE,
-        env=base_env(ml_home, marker, FAST),
-    )
-    assert app.stdout is not None
-    ready = json.loads(app.stdout.readline())
+def test_killing_the_app_takes_the_sidecar_and_its_backend_down(ml_home, marker):
+    app, ready = start_app_with_sidecar(ml_home, marker=marker, env=FAST)
     response = httpx.post(
         f"{ready['url']}/ml/backend/start",
         headers={"X-GeoLibre-Token": ready["token"]},
@@ -139,9 +125,7 @@ def test_killing_the_app_takes_the_sidecar_and_its_backend_down(ml_home, marker,
     )
     assert response.json()["state"] == "ready"
     tree = [ready["pid"], *[p.pid for p in psutil.Process(ready["pid"]).children(recursive=True)]]
-    app.kill()
-    app.wait()
-    app.stdout.close()
+    kill_app(app)
     started = time.monotonic()
     wait_gone(tree, timeout_s=10, what="the sidecar and its backend after the app's SIGKILL")
     assert time.monotonic() - started < 5
