@@ -25,6 +25,7 @@ from starlette.types import Message, Receive, Scope, Send
 from geolibre_sidecar.backend import Backend
 from geolibre_sidecar.errors import (
     BackendTimeout,
+    BadRequest,
     PayloadTooLarge,
     SidecarError,
     TooManyRequests,
@@ -134,7 +135,7 @@ class SegmentProxy:
         except ValueError:
             length = -1
         if length < 0:
-            raise SidecarError("Content-Length is not a number.")
+            raise BadRequest("Content-Length is not a number.")
         if length > self.settings.max_upload_bytes:
             raise self._too_large()
         return length
