@@ -178,8 +178,12 @@ class InstallJobs:
         code = await proc.wait()
         stderr = (await stderr_task).decode("utf-8", "replace")
         if job.cancel_requested or code == 130:
+            # Whatever the installer said last (its uv was killed too), the cause is the cancel.
             job.state = "cancelled"
-            job.error = job.error or {"detail": "The install was cancelled."}
+            job.error = {
+                "detail": "The install was cancelled.",
+                "hint": "Nothing that worked before was changed; install again to resume.",
+            }
         elif code == 0:
             job.state = "succeeded"
         elif code == 3:

@@ -1,0 +1,167 @@
+/**
+ * Typed calls for every route of the sidecar (DESIGN contract 2).
+ *
+ * `new MlClient(sidecar)` follows a managed {@link Sidecar} through restarts;
+ * `new MlClient({ url, token })` talks to a fixed one (a page that was handed
+ * the URL and token). Errors are {@link SidecarError}s; an aborted call rejects
+ * with the platform's AbortError.
+ */
+
+import type { CallOptions, ConnectionSource, FetchLike, SidecarEndpoint } from "./http.js";
+import { Transport } from "./http.js";
+import type { FollowOptions, InstallEndEvent, InstallEvent } from "./install.js";
+import { followInstallEvents } from "./install.js";
+import type {
+  AutomaticSegmentParams,
+  OutputFormat,
+  PredictSegmentParams,
+  SegmentMode,
+  SegmentOutput,
+  SegmentParams,
+  TextSegmentParams,
+} from "./segment.js";
+import { isBinaryFormat, segmentForm } from "./segment.js";
+import type {
+  DiagnosticsReport,
+  Health,
+  InstallOptions,
+  InstallSnapshot,
+  InstallState,
+  MlStatus,
+  ModelsResponse,
+} from "./types.js";
+
+export interface MlClientOptions {
+  /** A fetch to use instead of the global one (tests, a Tauri HTTP plugin). */
+  fetch?: FetchLike;
+}
+
+export class MlClient {
+  readonly transport: Transport;
+
+  constructor(target: ConnectionSource | SidecarEndpoint, options: MlClientOptions = {}) {
+    this.transport = new Transport(target, options.fetch);
+  }
+
+  /** `GET /health`: the sidecar is up (no token needed). */
+  health(options: CallOptions = {}): Promise<Health> {
+    return this.transport.json({ method: "GET", path: "/health", auth: false, idempotent: true, ...options });
+  }
+
+  /** `GET /ml/status`: whether segmentation is available, and if not, why and what to do. */
+  status(options: CallOptions = {}): Promise<MlStatus> {
+    return this.transport.json({ method: "GET", path: "/ml/status", idempotent: true, ...options });
+  }
+
+  /** `GET /ml/models`: samgeo-api's models (503 when the backend is not running). */
+  models(options: CallOptions = {}): Promise<ModelsResponse> {
+    return this.transport.json({ method: "GET", path: "/ml/models", idempotent: true, ...options });
+  }
+
+  /** `POST /ml/segment/text`: find what `prompt` describes. */
+  segmentText<F extends OutputFormat = "geojson">(
+    params: TextSegmentParams<F>,
+    options: CallOptions = {},
+  ): Promise<SegmentOutput<F>> {
+    return this.segment("text", params, options) as Promise<SegmentOutput<F>>;
+  }
+
+  /** `POST /ml/segment/automatic`: every object in the image. */
+  segmentAutomatic<F extends OutputFormat = "geojson">(
+    params: AutomaticSegmentParams<F>,
+    options: CallOptions = {},
+  ): Promise<SegmentOutput<F>> {
+    return this.segment("automatic", params, options) as Promise<SegmentOutput<F>>;
+  }
+
+  /** `POST /ml/segment/predict`: objects at points and/or in boxes. */
+  segmentPredict<F extends OutputFormat = "geojson">(
+    params: PredictSegmentParams<F>,
+    options: CallOptions = {},
+  ): Promise<SegmentOutput<F>> {
+    return this.segment("predict", params, options) as Promise<SegmentOutput<F>>;
+  }
+
+  /**
+   * Any mode. Aborting `options.signal` closes the connection; the sidecar then
+   * cancels the request to samgeo-api and frees its slot.
+   */
+  async segment(
+    mode: SegmentMode,
+    params: SegmentParams,
+    options: CallOptions = {},
+  ): Promise<SegmentOutput<OutputFormat>> {
+    const response = await this.transport.send({
+      method: "POST",
+      path: `/ml/segment/${mode}`,
+      body: segmentForm(params),
+      signal: options.signal,
+    });
+    if (isBinaryFormat(params.output_format)) return await response.blob();
+    return (await response.json()) as SegmentOutput<OutputFormat>;
+  }
+
+  /** `POST /ml/backend/start`: the "Start server" button; resolves when it is ready. */
+  startBackend(options: CallOptions = {}): Promise<MlStatus> {
+    return this.transport.json({ method: "POST", path: "/ml/backend/start", idempotent: true, ...options });
+  }
+
+  /** `POST /ml/backend/stop`. */
+  stopBackend(options: CallOptions = {}): Promise<MlStatus> {
+    return this.transport.json({ method: "POST", path: "/ml/backend/stop", idempotent: true, ...options });
+  }
+
+  /** `POST /ml/backend/install`: start the one-click install (409 if one is running). */
+  install(body: InstallOptions = {}, options: CallOptions = {}): Promise<InstallSnapshot> {
+    return this.transport.json({ method: "POST", path: "/ml/backend/install", json: body, ...options });
+  }
+
+  /** `GET /ml/backend/install`: the running or last install. */
+  installState(options: CallOptions = {}): Promise<InstallState> {
+    return this.transport.json({ method: "GET", path: "/ml/backend/install", idempotent: true, ...options });
+  }
+
+  /** `DELETE /ml/backend/install`: cancel the running install; resolves when it stopped. */
+  cancelInstall(options: CallOptions = {}): Promise<InstallSnapshot> {
+    return this.transport.json({ method: "DELETE", path: "/ml/backend/install", ...options });
+  }
+
+  /** The install's events (`GET /ml/backend/install/events`) up to and including `end`. */
+  installEvents(options: FollowOptions = {}): AsyncGenerator<InstallEvent, void, undefined> {
+    return followInstallEvents(this.transport, options);
+  }
+
+  /** Follow the install to its end, calling `onEvent` for each event; resolves to the end event. */
+  async followInstall(
+    onEvent: (event: InstallEvent) => void,
+    options: FollowOptions = {},
+  ): Promise<InstallEndEvent> {
+    for await (const event of this.installEvents(options)) {
+      onEvent(event);
+      if (event.event === "end") return event;
+    }
+    throw new Error("the install's event stream ended without an end event");
+  }
+
+  /** `GET /ml/diagnostics`: the environment report, secrets redacted. */
+  diagnostics(options: CallOptions = {}): Promise<DiagnosticsReport> {
+    return this.transport.json({ method: "GET", path: "/ml/diagnostics", idempotent: true, ...options });
+  }
+
+  /** `GET /ml/diagnostics/bundle`: the report and logs as a zip, for a bug report. */
+  async diagnosticsBundle(options: CallOptions = {}): Promise<Blob> {
+    const response = await this.transport.send({
+      method: "GET",
+      path: "/ml/diagnostics/bundle",
+      headers: { Accept: "application/zip" },
+      idempotent: true,
+      ...options,
+    });
+    return await response.blob();
+  }
+
+  /** `POST /shutdown`: stop the sidecar and its children (it answers 202, then exits). */
+  async shutdown(options: CallOptions = {}): Promise<void> {
+    await this.transport.send({ method: "POST", path: "/shutdown", ...options });
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * The JSON the sidecar answers with (DESIGN contract 2), typed as the sidecar
+ * builds it (see sidecar/src/geolibre_sidecar/status.py and install_api.py).
+ * Fields the server may add later are allowed through the index signatures of
+ * the loosely specified parts; the keys GeoLibre's front end reads are exact.
+ */
+
+/** A JSON value, for the parts of an answer the client does not interpret. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+/** `GET /health` (no token needed). */
+export interface Health {
+  status: "ok";
+  version: string;
+}
+
+/** The backend's life cycle, as the supervisor names it. */
+export type BackendState = "stopped" | "starting" | "ready" | "busy" | "restarting" | "failed" | "external";
+
+/** `state` in /ml/status: the backend's, or "installing" while an install runs. */
+export type MlState = BackendState | "installing";
+
+/** How the backend last ended, and what the user can do about it. */
+export interface BackendExit {
+  cause: string;
+  summary: string;
+  hint?: string | null;
+  code?: number | null;
+  signal?: number | string | null;
+  at?: number;
+  [key: string]: unknown;
+}
+
+/** `backend` in /ml/status: the supervised samgeo-api (or the external one). */
+export interface BackendSnapshot {
+  mode: "managed" | "external";
+  state: BackendState;
+  cause: string | null;
+  pid: number | null;
+  port: number | null;
+  url: string | null;
+  uptime_s: number | null;
+  restarts: number;
+  in_flight: number;
+  last_exit: BackendExit | null;
+  health: {
+    last_ok_at: number | null;
+    last_error: string | null;
+    unresponsive_since?: number | null;
+  };
+  since?: number;
+  adopted?: boolean;
+  command_source?: string | null;
+  recent_crashes?: number;
+  log_tail?: string[];
+  model_variants?: { bound: number; loaded: string[][]; clears: number };
+  [key: string]: unknown;
+}
+
+/** An install job's state; "none" when no install ran since the sidecar started. */
+export type InstallJobState = "running" | "succeeded" | "incomplete" | "failed" | "cancelled";
+
+/** `GET /ml/backend/install`, the `install` key of /ml/status, and the answers to start/cancel. */
+export interface InstallSnapshot {
+  state: InstallJobState;
+  running: boolean;
+  phase: string | null;
+  message: string | null;
+  fraction: number | null;
+  started_at: number;
+  finished_at: number | null;
+  pid: number | null;
+  events: number;
+  result: JsonObject | null;
+  error: { detail: string | null; hint?: string | null } | null;
+}
+
+/** `GET /ml/backend/install` before any install: `{"state": "none", "running": false}`. */
+export type InstallState = InstallSnapshot | { state: "none"; running: false };
+
+export interface GpuInfo {
+  name?: string;
+  memory_mib?: number | null;
+  compute_capability?: string | null;
+  [key: string]: unknown;
+}
+
+/** `accelerator` in /ml/status (null until the sidecar has looked, a moment after start). */
+export interface AcceleratorFacts {
+  gpus: GpuInfo[];
+  driver: string | null;
+  nvidia_smi_error: string | null;
+  apple_silicon: boolean;
+  model_env_build: string | null;
+  cuda_working: boolean | null;
+  summary: string;
+  meta_backend_possible: boolean;
+  hint: string | null;
+  [key: string]: unknown;
+}
+
+/** `weights` in /ml/status (null unless a managed model environment is installed). */
+export interface WeightsFacts {
+  present: boolean;
+  route?: string | null;
+  backend?: string | null;
+  missing?: string[];
+  token_configured?: boolean;
+  hint: string | null;
+  [key: string]: unknown;
+}
+
+/** samgeo-api's `GET /models`. */
+export interface ModelsResponse {
+  models: Record<string, string[]>;
+  loaded: JsonValue[][];
+  [key: string]: unknown;
+}
+
+/** `GET /ml/status`: GeoLibre's keys first, then the sidecar's own. */
+export interface MlStatus {
+  available: boolean;
+  default_model: string;
+  message: string;
+  url: string | null;
+  version: string | null;
+  models: ModelsResponse | null;
+  state: MlState;
+  installed: boolean;
+  backend: BackendSnapshot;
+  install: InstallSnapshot | null;
+  accelerator: AcceleratorFacts | null;
+  weights: WeightsFacts | null;
+  hints: string[];
+  sidecar: { version: string; pid: number; uptime_s: number };
+}
+
+/** One check of the environment report. */
+export interface DiagnosticCheck {
+  id: string;
+  title: string;
+  /** "ok", "warning", "failure" or "skipped" (newer servers may add more). */
+  status: string;
+  detail: string;
+  fix: string | null;
+  data?: JsonValue;
+  [key: string]: unknown;
+}
+
+/** `GET /ml/diagnostics`: the environment report, secrets redacted. Loosely typed on purpose. */
+export interface DiagnosticsReport {
+  verdict?: string;
+  summary?: string;
+  checks?: DiagnosticCheck[];
+  [key: string]: unknown;
+}
+
+/** POST /ml/backend/install's body. */
+export interface InstallOptions {
+  /** SAM 3's backend: "meta" needs an NVIDIA GPU; "transformers" runs on the CPU. */
+  backend?: "meta" | "transformers";
+  /** A Hugging Face access token for the gated facebook/sam3 weights (never logged). */
+  token?: string;
+  /** Path of a local sam3.pt: the air-gapped route. */
+  checkpoint?: string;
+  /** false: install the environment only, no weights. */
+  weights?: boolean;
+  /** Rebuild even when an environment is installed and working. */
+  force?: boolean;
+  /** A torch build name such as "cpu" or "cu126" (normally chosen from the machine). */
+  build?: string;
+}
