@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -37,14 +38,10 @@ from .harness import (
 from .wheelhouse import build_wheelhouse
 
 REFERENCE_NAME = "samgeo-api-1.4.2.openapi.json"
-REFERENCE_CANDIDATES = (
-    Path(__file__).with_name(REFERENCE_NAME),
-    Path(__file__).parents[2] / "docs" / "reference" / REFERENCE_NAME,
-    Path("/work/shared/reference") / REFERENCE_NAME,
-)
+REFERENCE_CANDIDATES = (Path(__file__).parents[1] / "reference" / REFERENCE_NAME,)
 PNG = make_png(64, 48)
 NO_GPU = "Found no NVIDIA driver on your system"
-UV = Path(__file__).parents[2] / ".venv" / "bin" / "uv"
+UV = Path(sys.executable).with_name("uv")  # the uv of the environment running the tests
 
 
 def segment(
