@@ -135,6 +135,9 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         _cancel_when_parent_exits(args.parent_pid, cancel)
     sink, finish = _progress_sink(args)
     provisioner = Provisioner(settings, progress=sink, cancel=cancel)
+    bundle = getattr(args, "from_bundle", None)
+    if getattr(args, "dry_run", False) and bundle is not None:
+        return _describe_bundle(Path(bundle).expanduser(), as_json=args.json)
     if getattr(args, "dry_run", False):
         plan = provisioner.plan(backend=args.backend, build=args.build)
         print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.format_text())
@@ -147,6 +150,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         wait=args.wait,
         weights=not args.no_weights,
         force=getattr(args, "force", False),
+        bundle=Path(bundle).expanduser() if bundle else None,
     )
     try:
         result = provisioner.repair(request) if repair else provisioner.install(request)
@@ -168,6 +172,61 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         times = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
         print(f"Time per phase: {times}.")
     return EXIT_OK if result.complete else EXIT_PARTIAL
+
+
+def _describe_bundle(archive: Path, *, as_json: bool) -> int:
+    """``install --from BUNDLE --dry-run``: what the bundle is for (its manifest only)."""
+    from geolibre_env.bundle import read_manifest
+    from geolibre_env.bundle_export import describe_target
+
+    manifest = read_manifest(archive)
+    data = {k: manifest.data.get(k) for k in ("target", "spec", "created_by", "plan")}
+    data["files"], data["bytes"] = len(manifest.files), manifest.total_bytes
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return EXIT_OK
+    spec = manifest.data.get("spec") or {}
+    print(f"{archive.name}: for {describe_target(manifest.target)}; {len(manifest.files)} "
+          f"files, {manifest.total_bytes / 1e6:.1f} MB; made by {data['created_by']} for "
+          f"{spec.get('name')} (spec {spec.get('fingerprint')}).")  # fmt: skip
+    print("`geolibre-ml install --from` checks every file before it installs anything.")
+    return EXIT_OK
+
+
+def cmd_bundle_export(args: argparse.Namespace, settings: EnvSettings) -> int:
+    from geolibre_env.bundle_export import BundleExporter, ExportTarget, describe_target
+    from geolibre_env.spec import load_spec
+    from geolibre_env.uv_runner import find_uv
+
+    cancel = CancelToken()
+    _install_signals(cancel)
+    sink, finish = _progress_sink(args)
+    target = ExportTarget(
+        os=args.os, arch=args.arch, python=args.python, build=args.build, backend=args.backend
+    )
+    exporter = BundleExporter(
+        settings, load_spec(settings.spec_path), find_uv(settings), progress=sink, cancel=cancel
+    )
+    try:
+        result = exporter.export(
+            target,
+            Path(args.output).expanduser() if args.output else None,
+            token=_read_token(args, settings),
+        )
+    finally:
+        finish()
+    if args.events:
+        JsonLines(sys.stdout).write({"event": "result", **result.to_dict()})
+    elif args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        mb = result.size / 1e6
+        size = f"{mb / 1e3:.2f} GB" if mb >= 100 else f"{mb:.1f} MB"
+        print(f"Wrote {result.path} ({size}, {result.files} files) for "
+              f"{describe_target(result.target)}.")  # fmt: skip
+        print(f"sha256: {result.sha256}")
+        print(f"On the offline computer: geolibre-ml install --from {Path(result.path).name}")
+    return EXIT_OK
 
 
 def cmd_verify(args: argparse.Namespace, settings: EnvSettings) -> int:
@@ -254,7 +313,32 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     install.add_argument("--build", help="force a torch build by name (e.g. cpu, cu126)")
     install.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    install.add_argument(
+        "--from",
+        dest="from_bundle",
+        metavar="BUNDLE",
+        help="install from an offline bundle (made by `geolibre-ml bundle export`); no network",
+    )
     install.set_defaults(handler=cmd_install)
+
+    bundle = sub.add_parser("bundle", help="offline bundles for computers without internet")
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True)
+    export = bundle_sub.add_parser(
+        "export", help="write one archive with everything an offline install needs"
+    )
+    export.add_argument("--output", "-o", help="the archive to write (default: a name in .)")
+    export.add_argument("--os", choices=["linux", "windows", "macos"], help="target OS")
+    export.add_argument("--arch", choices=["x86_64", "arm64"], help="target CPU")
+    export.add_argument("--python", help="target Python (3.11 or 3.12)")
+    export.add_argument("--build", help="torch build for the target (cpu, cu126, cu130, ...)")
+    export.add_argument("--backend", choices=["meta", "transformers"], help="SAM 3 backend")
+    token = export.add_mutually_exclusive_group()
+    token.add_argument("--token-file", help="read the Hugging Face token from this file")
+    token.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
+    token.add_argument("--ask-token", action="store_true", help="prompt for it (hidden input)")
+    export.add_argument("--json", action="store_true", help="print the result as JSON")
+    export.add_argument("--events", action="store_true", help="progress as JSON lines")
+    export.set_defaults(handler=cmd_bundle_export)
 
     repair = sub.add_parser("repair", help="redo only what is missing or broken")
     _add_install_options(repair)

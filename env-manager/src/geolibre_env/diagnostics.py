@@ -31,8 +31,10 @@ from geolibre_env.nvidia import classify_nvidia_smi_failure, nvidia_smi_fix
 from geolibre_env.plan import InstallPlan, make_plan
 from geolibre_env.redact import redact, redact_mapping, redact_url
 from geolibre_env.settings import EnvSettings
+from geolibre_env.sources import format_sources
 from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.torch_build import choose_build
+from geolibre_env.trust import check_ca_bundle, insecure_settings
 from geolibre_env.uv_runner import find_uv
 from geolibre_env.verify import VerifyReport, run_probe
 
@@ -43,7 +45,8 @@ NETWORK_SETTINGS = (
     "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
     "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
     "UV_OFFLINE", "UV_NO_INDEX", "HF_ENDPOINT", "HF_HUB_OFFLINE", "GEOLIBRE_ML_TORCH_INDEX_URL",
-    "GEOLIBRE_ML_CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+    "GEOLIBRE_ML_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_INSECURE_HOST",
+    "UV_ALLOW_INSECURE_HOST", "PIP_TRUSTED_HOST",
 )  # fmt: skip
 
 
@@ -325,14 +328,57 @@ def check_ports(settings: EnvSettings) -> Check:
     )  # fmt: skip
 
 
-def check_network(settings: EnvSettings) -> Check:
+def check_network(settings: EnvSettings, plan: InstallPlan | None) -> Check:
+    """Where installs download from (mirrors, proxy, trust), without credentials; a
+    warning for settings we refuse to honour (TLS checks off) or cannot use."""
     shown = {
         key: redact_url(value) if "://" in value else redact(value)
         for key, value in settings.environ.items()
         if key in NETWORK_SETTINGS and value
     }
-    detail = ", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "none set (direct access)"
-    return Check("network", "Proxy, mirrors and indexes", "ok", f"{detail}.", data=shown)
+    sources = plan.sources if plan is not None else {}
+    parts = format_sources(sources) if sources else []
+    if not parts:
+        parts = [", ".join(f"{k}={v}" for k, v in sorted(shown.items())) or "direct access"]
+    data: dict[str, Any] = {"settings": shown, "sources": sources}
+    detail = "; ".join(parts) + "."
+    insecure = insecure_settings(settings.environ)
+    if insecure:
+        return Check(
+            "network", "Proxy, mirrors and indexes", "warning",
+            f"{', '.join(insecure)} would turn certificate checks off; geolibre-ml ignores "
+            f"it and keeps verifying. {detail}",
+            "Unset it; if a certificate check fails, set GEOLIBRE_ML_CA_BUNDLE to your "
+            "organisation's root certificate (a PEM file).", data,
+        )  # fmt: skip
+    if settings.ca_bundle is not None:
+        try:
+            check_ca_bundle(settings.ca_bundle)
+        except GeoLibreError as exc:
+            return Check(
+                "network", "Proxy, mirrors and indexes", "failure", exc.message, exc.hint, data
+            )
+    return Check("network", "Proxy, mirrors and indexes", "ok", detail, data=data)
+
+
+def check_last_install(settings: EnvSettings, active: ActiveEnvironment | None) -> Check:
+    """Why the last install failed, from ``last-install.json`` (kind, sentence, next step)."""
+    last = read_json(settings.paths.last_install) or {}
+    failure = last.get("failure") if isinstance(last.get("failure"), dict) else None
+    if not last:
+        return Check("install", "Last install", "ok", "No install has run yet.")
+    if failure is None:
+        return Check(
+            "install", "Last install", "ok",
+            f"The last install finished ({last.get('outcome')}, {last.get('env')}).",
+        )  # fmt: skip
+    kept = f" The environment {active.name} still works." if active is not None else ""
+    return Check(
+        "install", "Last install", "warning" if active is not None else "failure",
+        f"The last install {last.get('outcome', 'failed')}: {failure.get('summary')}{kept}",
+        failure.get("hint"),
+        {"kind": failure.get("kind"), "at": last.get("at")},
+    )  # fmt: skip
 
 
 def check_tools(settings: EnvSettings) -> Check:
@@ -393,8 +439,9 @@ def run_diagnostics(
     if spec is not None:
         checks.append(check_model_env(settings, spec, active, machine)[0])
         checks.append(check_weights(settings, spec, active))
+    checks.append(check_last_install(settings, active))
     checks += [check_backend(settings, live_backend), check_ports(settings)]
-    checks += [check_network(settings), check_tools(settings)]
+    checks += [check_network(settings, plan), check_tools(settings)]
     report = Report(checks)
     report.seconds = time.monotonic() - started
     return report

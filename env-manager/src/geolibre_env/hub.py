@@ -22,8 +22,9 @@ from urllib.parse import quote, urljoin, urlsplit
 import httpx
 
 from geolibre_env.errors import InstallCancelledError, WeightsError
-from geolibre_env.http_client import host_of, transport_failure
+from geolibre_env.http_client import host_of, proxy_auth_reason, transport_failure
 from geolibre_env.progress import CancelToken
+from geolibre_env.proxies import ProxyConfig, has_credentials, proxy_netloc
 from geolibre_env.redact import redact
 
 RepoType = Literal["model", "dataset"]
@@ -33,6 +34,10 @@ TOKENS_PAGE = f"{PUBLIC_HUB}/settings/tokens"
 OFFLINE_HINT = (
     "Connect to the internet, set HF_ENDPOINT to a mirror, "
     "or use a local checkpoint (--checkpoint / SAM3_CHECKPOINT_PATH)."
+)
+PROXY_HINT = (
+    "Check the proxy setting ({setting}); a proxy that asks for a password takes it in the "
+    "URL (http://user:password@host:port)."
 )
 LFS_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
@@ -103,11 +108,19 @@ class RepoListing:
 class HubClient:
     """Talks to one Hub endpoint with an optional token over a caller-owned client."""
 
-    def __init__(self, client: httpx.Client, *, endpoint: str, token: str | None) -> None:
+    def __init__(
+        self,
+        client: httpx.Client,
+        *,
+        endpoint: str,
+        token: str | None,
+        proxies: ProxyConfig | None = None,
+    ) -> None:
         self._client = client
         self.endpoint = endpoint.rstrip("/")
         self._token = token
         self._host = urlsplit(self.endpoint).netloc
+        self._proxies = proxies or ProxyConfig()
 
     def resolve_url(self, repo: str, filename: str, *, revision: str, repo_type: RepoType) -> str:
         prefix = "datasets/" if repo_type == "dataset" else ""
@@ -268,6 +281,16 @@ class HubClient:
         status = response.status_code
         if status < 400:
             return
+        if status == 407:  # a plain-http request answered by the proxy itself
+            proxy = self._proxies.for_url(str(response.url))
+            raise HubOfflineError(
+                f"Could not reach the Hugging Face Hub at {host_of(str(response.url))}: "
+                f"{proxy_auth_reason(proxy_netloc(proxy), has_credentials(proxy))}.",
+                hint=PROXY_HINT.format(setting=self._proxies.setting_for(str(response.url))),
+                kind="proxy-auth",
+                host=host_of(str(response.url)),
+                reason="HTTP 407",
+            )
         page = f"{PUBLIC_HUB}/{'datasets/' if repo_type == 'dataset' else ''}{repo}"
         server = redact(response.headers.get("x-error-message", ""))[:SERVER_MESSAGE_MAX_CHARS]
         if status in (401, 403):
@@ -292,7 +315,7 @@ class HubClient:
     def _offline(
         self, exc: BaseException, url: str, *, meta: HubFile | None = None, kept: int = 0
     ) -> HubOfflineError:
-        failure = transport_failure(exc)
+        failure = transport_failure(exc, proxy=self._proxies.for_url(url))
         host = host_of(url)
         hint = OFFLINE_HINT
         if failure.kind == "tls":
@@ -301,8 +324,8 @@ class HubClient:
                 "certificate (verification stays on); or use a local checkpoint "
                 "(--checkpoint / SAM3_CHECKPOINT_PATH)."
             )
-        elif failure.kind == "proxy":
-            hint = "Check HTTPS_PROXY (with the user name and password the proxy asks for)."
+        elif failure.kind in ("proxy", "proxy-auth"):
+            hint = PROXY_HINT.format(setting=self._proxies.setting_for(url))
         message = f"Could not reach the Hugging Face Hub at {host}: {failure.reason}."
         if meta is not None and kept:
             message = f"The download of {meta.filename} from {host} broke off: {failure.reason}."

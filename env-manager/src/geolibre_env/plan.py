@@ -9,7 +9,7 @@ one plain sentence saying why, with the numbers behind it.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +17,7 @@ from geolibre_env.errors import ConfigError
 from geolibre_env.machine import DiskPurpose, Machine, PythonInstall, disk_targets
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
+from geolibre_env.sources import describe_sources, format_sources
 from geolibre_env.spec import ModelEnvSpec, TorchBuild
 from geolibre_env.torch_build import BuildChoice, ExistingEnv, choose_build, torch_index_url
 
@@ -90,6 +91,8 @@ class InstallPlan:
     spec_fingerprint: str
     machine_summary: str
     keeps_existing: bool = False  # a working CUDA env is kept although no GPU was seen
+    # Where packages, torch and weights come from (mirrors, proxy, trust; no credentials).
+    sources: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -124,8 +127,11 @@ class InstallPlan:
             f"            from {redact_url(self.torch_index_url)}",
             f"  Packages: {', '.join(self.requirements)}",
             f"  SAM 3:    {self.sam3_backend} backend; {self.sam3_statement}",
-            "  Disk:",
         ]
+        if self.sources:
+            lines.append("  Sources:")
+            lines += [f"    {line}" for line in format_sources(self.sources)]
+        lines.append("  Disk:")
         for fs in self.filesystems:
             free = "free space unknown" if fs.free_bytes is None else f"{gb(fs.free_bytes)} free"
             lines.append(
@@ -193,6 +199,11 @@ def make_plan(
 
     picked = choice.build
     index_url, index_source = torch_index_url(picked, machine, spec, settings)
+    torch_setting = "default"
+    if settings.torch_index_url:
+        torch_setting = "GEOLIBRE_ML_TORCH_INDEX_URL"
+    elif settings.pypi_index_url and index_url == settings.pypi_index_url:
+        torch_setting = "UV_INDEX_URL"
     torch_reason = f"{choice.reason} It comes from {index_source} ({redact_url(index_url)})."
     return InstallPlan(
         python=python,
@@ -218,6 +229,7 @@ def make_plan(
         spec_fingerprint=spec.fingerprint,
         machine_summary=machine.describe(),
         keeps_existing=choice.keeps_existing,
+        sources=describe_sources(settings, torch_index_url=index_url, torch_from=torch_setting),
     )
 
 

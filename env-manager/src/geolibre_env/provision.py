@@ -10,22 +10,28 @@ previous environment, or none, in use: never a half-built one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from geolibre_env.errors import InstallError, ToolError, WeightsError
-from geolibre_env.install_failures import classify_install_failure
+from geolibre_env.bundle_install import install_from_bundle
+from geolibre_env.errors import (
+    GeoLibreError,
+    InstallBusyError,
+    InstallCancelledError,
+    InstallError,
+    ToolError,
+    WeightsError,
+)
+from geolibre_env.install_failures import KINDS, ClassifiedInstallError, classify_install_failure
 from geolibre_env.install_lock import InstallLock
+from geolibre_env.install_planning import make_install_plan, plan_hash
 from geolibre_env.journal import Journal
-from geolibre_env.machine import PythonInstall, detect_machine
 from geolibre_env.model_env import (
     COMPLETE_MARKER,
     ActiveEnvironment,
@@ -36,12 +42,12 @@ from geolibre_env.model_env import (
     venv_dir,
     write_json_atomic,
 )
-from geolibre_env.plan import InstallPlan, make_plan
+from geolibre_env.plan import InstallPlan
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
+from geolibre_env.sources import IndexSource, PackageSource, Step
 from geolibre_env.spec import ModelEnvSpec, load_spec
-from geolibre_env.torch_build import ExistingEnv
 from geolibre_env.uv_progress import UvProgress
 from geolibre_env.uv_runner import UvTool, find_uv, kill_tree, stream_uv, uv_environment
 from geolibre_env.verify import VerifyReport, run_probe
@@ -50,6 +56,8 @@ from geolibre_env.weights import fetch_weights, store_token
 BUILD_STEPS = ("venv", "torch", "packages", "verify")
 UV_STEP_TIMEOUT_S = 4 * 3600.0  # 7 GB over a slow line; cancel is the user's stop button
 INSTALL_DIR = ".geolibre-install"
+# Failures outside the build folder: rebuilding a resumed build from scratch cannot help.
+EXTERNAL = frozenset(KINDS) - {"checksum", "unknown"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class InstallRequest:
     wait: bool = False
     weights: bool = True
     force: bool = False
+    bundle: Path | None = None  # install from this offline bundle, with no network
 
 
 @dataclass
@@ -107,58 +116,6 @@ class _Steps:
             )
 
 
-def plan_hash(plan: InstallPlan) -> str:
-    """Changes whenever the environment a plan describes would differ."""
-    key = {
-        "spec": plan.spec_fingerprint,
-        "build": plan.torch_build.name,
-        "torch": plan.torch_requirements,
-        "index": plan.torch_index_url,
-        "python": plan.python.path if plan.python else None,
-        "requirements": plan.requirements,
-    }
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def existing_env(active: ActiveEnvironment | None) -> ExistingEnv | None:
-    """What the planner must not downgrade: the verified environment in use."""
-    if active is None:
-        return None
-    verify = active.verify
-    return ExistingEnv(
-        build=str(active.build or "cpu"),
-        torch_version=str(verify.get("torch") or ""),
-        cuda_working=bool(active.record.get("cuda_working")),
-        gpu_names=tuple(d.get("name", "") for d in verify.get("devices") or []),
-    )
-
-
-def make_install_plan(
-    settings: EnvSettings,
-    spec: ModelEnvSpec,
-    *,
-    uv: UvTool,
-    backend: str | None = None,
-    build: str | None = None,
-) -> InstallPlan:
-    active = active_environment(settings.paths)
-    known = _known_python(active)
-    machine = detect_machine(settings, uv=uv, pythons=known)
-    existing = existing_env(active)
-    return make_plan(machine, spec, settings, existing=existing, backend=backend, build=build)  # type: ignore[arg-type]
-
-
-def _known_python(active: ActiveEnvironment | None) -> tuple[PythonInstall, ...] | None:
-    """The interpreter the active environment was built from, if it still exists:
-    re-planning with it keeps the plan (and its hash) stable and skips discovery."""
-    if active is None:
-        return None
-    path, version = active.record.get("python_path"), active.record.get("python")
-    if path and version and Path(path).exists():
-        return (PythonInstall(version=version, path=path),)
-    return None
-
-
 class Provisioner:
     """Builds, verifies and switches in model environments for one settings object."""
 
@@ -193,6 +150,33 @@ class Provisioner:
     def plan(self, *, backend: str | None = None, build: str | None = None) -> InstallPlan:
         return make_install_plan(self.settings, self.spec, uv=self.uv, backend=backend, build=build)
 
+    @property
+    def staging_dir(self) -> Path:
+        """Where an offline bundle is unpacked while it is checked and installed."""
+        return self.paths.cache / "bundle-staging"
+
+    def emit(self, phase: str, message: str, **kwargs: Any) -> None:
+        """A progress event on this install's stream."""
+        self._steps.emit(phase, message, **kwargs)
+
+    def timed(self, phase: str) -> contextlib.AbstractContextManager[None]:
+        """Time a phase into the result's ``timings_s``."""
+        return self._steps.timed(phase)
+
+    def install_with(
+        self,
+        request: InstallRequest,
+        *,
+        plan: InstallPlan,
+        source: PackageSource,
+        after_switch: Callable[[InstallPlan, ActiveEnvironment, InstallResult], None],
+    ) -> InstallResult:
+        """The install with a given plan and package source (an offline bundle), and
+        ``after_switch`` in place of the weights download. The caller holds the lock."""
+        return self._install(
+            request, check_active=False, source=source, plan=plan, after_switch=after_switch
+        )
+
     # -- the install --------------------------------------------------------------
     def install(self, request: InstallRequest) -> InstallResult:
         """Plan, build (or resume), verify, switch in, then fetch the weights."""
@@ -207,17 +191,48 @@ class Provisioner:
         steps = self._steps
         lock = InstallLock(self.paths.install_lock)
         steps.emit("lock", "waiting for another install to finish" if request.wait else "starting")
-        lock.acquire(wait=request.wait, cancel=self.cancel)
         try:
-            return self._install(request, check_active=check_active)
+            lock.acquire(wait=request.wait, cancel=self.cancel)
+        except GeoLibreError as exc:
+            if not isinstance(exc, InstallBusyError):
+                self._record_failure(exc)
+            raise
+        try:
+            if request.bundle is None:
+                return self._install(request, check_active=check_active)
+            return install_from_bundle(self, request)
+        except GeoLibreError as exc:
+            self._record_failure(exc)
+            raise
         finally:
             lock.release()
 
-    def _install(self, request: InstallRequest, *, check_active: bool) -> InstallResult:
+    def _record_failure(self, exc: GeoLibreError) -> None:
+        """What the doctor and the app show as "the last install failed because ..."."""
+        failure = getattr(exc, "failure", None)
+        kind = failure.kind if failure is not None else (
+            "cancelled" if isinstance(exc, InstallCancelledError) else "other"
+        )  # fmt: skip
+        record = {"at": time.time(), "outcome": "cancelled" if kind == "cancelled" else "failed",
+                  "failure": {"kind": kind, "summary": exc.message, "hint": exc.hint}}  # fmt: skip
+        with contextlib.suppress(OSError):
+            write_json_atomic(self.paths.last_install, record)
+
+    def _install(
+        self,
+        request: InstallRequest,
+        *,
+        check_active: bool,
+        source: PackageSource | None = None,
+        plan: InstallPlan | None = None,
+        after_switch: Callable[[InstallPlan, ActiveEnvironment, InstallResult], None] | None = None,
+    ) -> InstallResult:
         steps = self._steps
-        with steps.timed("plan"):
-            steps.emit("plan", "checking this computer")
-            plan = self.plan(backend=request.backend, build=request.build)
+        if plan is None:
+            with steps.timed("plan"):
+                steps.emit("plan", "checking this computer")
+                plan = self.plan(backend=request.backend, build=request.build)
+        source = source or IndexSource(self.settings)
         if not plan.ok:
             raise InstallError(
                 "The install cannot start: " + " ".join(plan.problems),
@@ -242,7 +257,7 @@ class Provisioner:
             outcome, env = "up-to-date", active
             steps.emit("verify", f"the model environment {active.name} is already installed")
         else:
-            outcome, env = "installed", self._build_and_switch(plan, wanted)
+            outcome, env = "installed", self._build_and_switch(plan, wanted, source)
         result = InstallResult(
             outcome=outcome,
             env=env.name,
@@ -252,7 +267,10 @@ class Provisioner:
             timings_s=steps.timings,
         )
         if request.weights:
-            self._weights(request, plan, env, result)
+            if after_switch is not None:
+                after_switch(plan, env, result)  # an offline bundle's weights
+            else:
+                self._weights(request, plan, env, result)
         with contextlib.suppress(OSError):
             write_json_atomic(
                 self.paths.last_install,
@@ -308,7 +326,9 @@ class Provisioner:
                 result.weights_error = str(exc)
 
     # -- building -------------------------------------------------------------------
-    def _build_and_switch(self, plan: InstallPlan, wanted: str) -> ActiveEnvironment:
+    def _build_and_switch(
+        self, plan: InstallPlan, wanted: str, source: PackageSource
+    ) -> ActiveEnvironment:
         root = self._staging_root(wanted)
         ready = read_json(root / COMPLETE_MARKER)
         if ready and ready.get("plan_hash") == wanted:
@@ -321,17 +341,18 @@ class Provisioner:
         if resumed:
             self._steps.emit("venv", f"resuming the build in {root.name}")
         try:
-            report = self._build(root, plan, journal)
-        except InstallError:
-            if not resumed or self.cancel.cancelled:
-                raise
+            report = self._build(root, plan, journal, source)
+        except InstallError as exc:
+            failure = getattr(exc, "failure", None)
+            if not resumed or self.cancel.cancelled or (failure and failure.kind in EXTERNAL):
+                raise  # starting over cannot fix the network, the disk or a missing package
             # A resumed build that does not verify: start this one over, once.
             self._steps.emit(
                 "venv", "the resumed build is broken; starting it over", level="warning"
             )
             shutil.rmtree(root, ignore_errors=True)
             journal = Journal(root, wanted)
-            report = self._build(root, plan, journal)
+            report = self._build(root, plan, journal, source)
         record = {
             "name": root.name,
             "created_at": time.time(),
@@ -353,10 +374,12 @@ class Provisioner:
         write_json_atomic(root / COMPLETE_MARKER, record)
         return self._switch(root, record)
 
-    def _build(self, root: Path, plan: InstallPlan, journal: Journal) -> VerifyReport:
+    def _build(
+        self, root: Path, plan: InstallPlan, journal: Journal, source: PackageSource
+    ) -> VerifyReport:
         steps = self._steps
         assert plan.python is not None
-        env = uv_environment(self.settings)
+        env = source.environment(uv_environment(self.settings, uv=self.uv))
         if not journal.done("venv"):
             with steps.timed("venv"):
                 steps.emit("venv", f"creating a Python {plan.python.version} environment")
@@ -364,7 +387,7 @@ class Provisioner:
                 target = venv_dir(root)
                 shutil.rmtree(target, ignore_errors=True)  # a venv half-made by a killed run
                 args = ["venv", "--python", plan.python.path, "--no-project", str(target)]
-                self._uv_step("venv", args, env)
+                self._uv_step("venv", args, env, source, plan)
                 journal.finish("venv")
         python = str(env_python(root))
         install_dir = root / INSTALL_DIR
@@ -375,9 +398,10 @@ class Provisioner:
                 steps.emit("torch", f"installing torch {build.torch} ({build.name} build)")
                 reinstall = ["--reinstall"] if journal.interrupted("torch") else []
                 journal.start("torch")
-                args = ["pip", "install", "-v", "--python", python, *reinstall,
-                        "--index-url", plan.torch_index_url, *plan.torch_requirements]  # fmt: skip
-                self._uv_step("torch", args, env)
+                where = source.uv_args("torch", plan.torch_index_url)
+                args = ["pip", "install", "-v", "--python", python, *reinstall, *where,
+                        *plan.torch_requirements]  # fmt: skip
+                self._uv_step("torch", args, env, source, plan)
                 journal.finish("torch")
         if not journal.done("packages"):
             with steps.timed("packages"):
@@ -391,9 +415,10 @@ class Provisioner:
                     constraints += ["-c", str(plan.constraints_path)]
                 reinstall = ["--reinstall"] if journal.interrupted("packages") else []
                 journal.start("packages")
-                args = ["pip", "install", "-v", "--python", python, *reinstall,
+                where = source.uv_args("packages", plan.torch_index_url)
+                args = ["pip", "install", "-v", "--python", python, *reinstall, *where,
                         "-r", str(requirements), *constraints]  # fmt: skip
-                self._uv_step("packages", args, env)
+                self._uv_step("packages", args, env, source, plan)
                 journal.finish("packages")
         with steps.timed("verify"):
             steps.emit("verify", "checking that torch and samgeo import")
@@ -420,7 +445,14 @@ class Provisioner:
         steps.emit("verify", report.summary())
         return report
 
-    def _uv_step(self, phase: str, args: list[str], env: dict[str, str]) -> None:
+    def _uv_step(
+        self,
+        phase: str,
+        args: list[str],
+        env: dict[str, str],
+        source: PackageSource,
+        plan: InstallPlan,
+    ) -> None:
         tracker = UvProgress(phase, self._steps.sink, disk_path=self.paths.uv_cache)
         try:
             stream_uv(
@@ -433,9 +465,11 @@ class Provisioner:
                 timeout_s=UV_STEP_TIMEOUT_S,
             )
         except ToolError as exc:
-            where = "the wheelhouse" if env.get("UV_FIND_LINKS") else "the package index"
-            failure = classify_install_failure(exc.output_tail, where=where)
-            raise InstallError(failure.summary, hint=failure.hint) from None
+            step: Step = "torch" if phase == "torch" else "packages"
+            context = source.failure_context(step, plan.torch_index_url)
+            raise ClassifiedInstallError(
+                classify_install_failure(exc.output_tail, context)
+            ) from None
 
     def _switch(self, root: Path, record: dict[str, Any]) -> ActiveEnvironment:
         steps = self._steps

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from geolibre_env.errors import ConfigError
 from geolibre_env.paths import Paths
+from geolibre_env.proxies import ProxyConfig
 
 T = TypeVar("T")
 
@@ -92,6 +93,8 @@ class EnvSettings:
     checkpoint_path: Path | None = None
     ca_bundle: Path | None = None
     nvidia_smi: str = "nvidia-smi"
+    # Proxies for every download (environment, else the OS settings), read once.
+    proxies: ProxyConfig = field(default_factory=ProxyConfig)
     # A snapshot of the process environment: the base for child environments
     # (proxies, UV_* settings) so nobody needs to read os.environ again.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -112,5 +115,6 @@ class EnvSettings:
             checkpoint_path=read.path("SAM3_CHECKPOINT_PATH"),
             ca_bundle=read.path("GEOLIBRE_ML_CA_BUNDLE"),
             nvidia_smi=read.str("GEOLIBRE_ML_NVIDIA_SMI", "nvidia-smi") or "nvidia-smi",
+            proxies=ProxyConfig.from_environ(env),
             environ=env,
         )

@@ -24,18 +24,18 @@ from geolibre_env.errors import InstallCancelledError, ToolError
 from geolibre_env.progress import CancelToken
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
+from geolibre_env.trust import uv_tls_environment
 
 MIN_UV_VERSION = (0, 9, 0)  # `uv venv --clear`, `--torch-backend`
 VERSION_TIMEOUT_S = 10.0
 TAIL_LINES = 30
 
 # uv's own settings that an install must honour (mirrors, wheelhouses, offline
-# use, certificates, proxies); everything else about our environment is left out.
+# use, certificates); proxies come from the settings (environment, else the OS);
+# everything else about our environment is left out.
 UV_PASSTHROUGH_PREFIXES = ("UV_",)
 PASSTHROUGH_NAMES = (
-    "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY",
-    "http_proxy", "https_proxy", "all_proxy", "no_proxy",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
     "PATH", "HOME", "USERPROFILE", "APPDATA", "LOCALAPPDATA", "SYSTEMROOT", "SYSTEMDRIVE",
     "TEMP", "TMP", "TMPDIR", "LANG", "LC_ALL", "XDG_CACHE_HOME", "XDG_DATA_HOME",
 )  # fmt: skip
@@ -107,17 +107,32 @@ def tail_of(text: str, lines: int = TAIL_LINES) -> str:
     return redact("\n".join(text.rstrip().splitlines()[-lines:]))
 
 
-def uv_environment(settings: EnvSettings, **extra: str) -> dict[str, str]:
-    """The environment uv runs with: uv's settings, proxies and basics; never our secrets."""
+def uv_environment(
+    settings: EnvSettings, *, uv: UvTool | None = None, network: bool = True, **extra: str
+) -> dict[str, str]:
+    """The environment uv runs with: uv's settings, proxies, the OS trust store (plus
+    GEOLIBRE_ML_CA_BUNDLE) and basics; never our secrets, never "skip TLS checks".
+
+    ``network=False`` is for commands that download nothing (``uv python list``):
+    they must work even with a broken CA bundle setting.
+    """
     env = {
         key: value
         for key, value in settings.environ.items()
         if (key.startswith(UV_PASSTHROUGH_PREFIXES) and key not in UV_BLOCKED)
         or key in PASSTHROUGH_NAMES
     }
+    env.update(settings.proxies.child_environment())
     env.setdefault("UV_PYTHON_DOWNLOADS", "never")
     env.setdefault("UV_CACHE_DIR", str(settings.paths.uv_cache))
     env["UV_NO_PROGRESS"] = "1"
+    uv_tls_environment(
+        env,
+        paths=settings.paths,
+        ca_bundle=settings.ca_bundle if network else None,
+        environ=settings.environ,
+        uv_version=uv.version if uv is not None else None,
+    )
     env.update(extra)
     return env
 
@@ -186,7 +201,7 @@ def installed_pythons(uv: UvTool, settings: EnvSettings) -> list[tuple[str, str]
     """``(version, path)`` of every Python uv can find here, without downloading any."""
     proc = uv.run(
         ["python", "list", "--only-installed", "--output-format", "json"],
-        env=uv_environment(settings),
+        env=uv_environment(settings, uv=uv, network=False),
         timeout_s=30,
     )
     found: list[tuple[str, str]] = []

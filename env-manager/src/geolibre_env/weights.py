@@ -263,7 +263,9 @@ def fetch_weights(
         return before
     vocab_path = _vocab_path(spec, site_packages)
     with make_client(settings) as client:
-        hub = HubClient(client, endpoint=settings.hub_endpoint, token=token)
+        hub = HubClient(
+            client, endpoint=settings.hub_endpoint, token=token, proxies=settings.proxies
+        )
         cache = RepoCache(paths.hf_home / "hub", weights.repo)
         jobs: list[_Job] = []
         commit = None
@@ -446,13 +448,27 @@ def _read_manifest(paths: Paths) -> dict[str, Any]:
 def _write_manifest(
     paths: Paths, backend: Backend, repo: str, commit: str, jobs: list[_Job]
 ) -> None:
-    data = _read_manifest(paths)
     files = {job.meta.filename: job.meta.size for job in jobs if job.pointer is not None}
+    record_weight_files(paths, backend, repo, commit, files)
+
+
+def record_weight_files(
+    paths: Paths, backend: Backend, repo: str, commit: str, files: dict[str, int]
+) -> None:
+    """Remember which files (and sizes) ``backend`` needs at ``commit``: the transformers
+    set comes from the Hub's listing, so an offline status check needs this record."""
+    data = _read_manifest(paths)
     data[backend] = {"repo": repo, "commit": commit, "files": files}
     target = paths.hf_home / MANIFEST_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, target)
+
+
+def vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
+    """Where samgeo looks for SAM 3's tokenizer vocabulary inside an environment."""
+    return _vocab_path(spec, site_packages)
 
 
 def _partial_size(dest: Path) -> int:
