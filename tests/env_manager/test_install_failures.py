@@ -69,7 +69,7 @@ def recorded(name: str) -> str:
          "(UV_INDEX_URL).", "GEOLIBRE_ML_TORCH_INDEX_URL"),
         ("uv-missing-wheelhouse-offline", FailureContext(where="the wheelhouse", local=True),
          "missing-package", "The package torchvision is not available from the wheelhouse.",
-         "add it"),
+         "to the wheelhouse (UV_FIND_LINKS)"),
         ("uv-missing-find-links", FailureContext(where="the offline bundle b.tar", local=True),
          "missing-package",
          "The package torchvision is not available from the offline bundle b.tar.", "mirror"),

@@ -257,11 +257,18 @@ def _missing(text: str, ctx: FailureContext) -> InstallFailure | None:
     name = name or _first(r"No matching distribution found for (\S+)", text)
     if not name:
         return None
+    if "wheelhouse" in ctx.where:
+        hint = (
+            f"Add the wheel of {name} for this computer to the wheelhouse (UV_FIND_LINKS), "
+            f"or {OFFLINE_ROUTE}."
+        )
+    else:
+        hint = (
+            "Ask whoever runs the mirror to add it (or to proxy PyPI and PyTorch's index), or "
+            "point UV_INDEX_URL / GEOLIBRE_ML_TORCH_INDEX_URL at one that has it."
+        )
     return InstallFailure(
-        "missing-package",
-        f"The package {name} is not available from {ctx.where}.",
-        "Ask whoever runs the mirror to add it (or to proxy PyPI and PyTorch's index), or "
-        "point UV_INDEX_URL / GEOLIBRE_ML_TORCH_INDEX_URL at one that has it.",
+        "missing-package", f"The package {name} is not available from {ctx.where}.", hint
     )
 
 
