@@ -355,3 +355,25 @@ class FakeHub:
         handler.send_header("Content-Length", "0")
         handler.end_headers()
         return status
+
+
+VOCAB = "bpe_simple_vocab_16e6.txt.gz"
+SAM3_REPO = "facebook/sam3"
+VOCAB_REPO = "giswqs/geospatial"
+
+
+def sam3_hub(
+    token: str,
+    files: dict[str, bytes],
+    *,
+    lfs: tuple[str, ...],
+    vocab: bytes,
+    vocab_lfs: bool = False,
+) -> FakeHub:
+    """A Hub with the gated SAM 3 repo (its licence accepted for ``token``) and the
+    dataset that holds samgeo's tokenizer vocabulary, as the real Hub has them."""
+    hub = FakeHub()
+    hub.valid_tokens.add(token)
+    hub.add_repo(SAM3_REPO, files, lfs=lfs, gated=True).granted_tokens.add(token)
+    hub.add_repo(VOCAB_REPO, {VOCAB: vocab}, repo_type="dataset", lfs=(VOCAB,) if vocab_lfs else ())
+    return hub

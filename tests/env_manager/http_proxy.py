@@ -14,11 +14,12 @@ import base64
 import http.client
 import select
 import socket
-import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
+
+from tests.harness.background_server import BackgroundServer
 
 TUNNEL_IDLE_S = 30.0
 UPSTREAM_TIMEOUT_S = 30.0
@@ -40,22 +41,12 @@ class ProxyRequest:
     allowed: bool
 
 
-class AuthProxy:
+class AuthProxy(BackgroundServer[ProxyRequest]):
     """A proxy on ``127.0.0.1``; ``credentials=(user, password)`` makes it demand them."""
 
     def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
         self.credentials = credentials
-        self.requests: list[ProxyRequest] = []
-        self._lock = threading.Lock()
-        self._server = self._make_server()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(self._make_server())
 
     @property
     def netloc(self) -> str:
@@ -64,21 +55,6 @@ class AuthProxy:
     def url(self, *, user: str | None = None, password: str | None = None) -> str:
         auth = f"{user}:{password}@" if user is not None else ""
         return f"http://{auth}{self.netloc}"
-
-    def log(self) -> list[ProxyRequest]:
-        with self._lock:
-            return list(self.requests)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> AuthProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # Serving -----------------------------------------------------------------
     def _authorised(self, handler: BaseHTTPRequestHandler) -> bool:
@@ -95,8 +71,7 @@ class AuthProxy:
         return decoded == f"{self.credentials[0]}:{self.credentials[1]}"
 
     def _record(self, method: str, target: str, allowed: bool) -> None:
-        with self._lock:
-            self.requests.append(ProxyRequest(method, target, allowed))
+        self.record(ProxyRequest(method, target, allowed))
 
     def _make_server(self) -> ThreadingHTTPServer:
         proxy = self

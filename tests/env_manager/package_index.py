@@ -16,12 +16,13 @@ import re
 import shutil
 import ssl
 import subprocess
-import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
+
+from tests.harness.background_server import BackgroundServer
 
 OPENSSL_TIMEOUT_S = 60.0
 WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-[^-]+-")
@@ -89,7 +90,7 @@ class IndexRequest:
     status: int
 
 
-class PackageIndex:
+class PackageIndex(BackgroundServer[IndexRequest]):
     """A PEP 503 simple index of ``wheels`` on a loopback address (HTTPS with ``tls``)."""
 
     def __init__(
@@ -104,17 +105,7 @@ class PackageIndex:
         self.omit = {re.sub(r"[-_.]+", "-", name).lower() for name in omit}
         self.host = host
         self.scheme = "https" if tls is not None else "http"
-        self.requests: list[IndexRequest] = []
-        self._lock = threading.Lock()
-        self._server = self._make_server(tls)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(self._make_server(tls))
 
     @property
     def netloc(self) -> str:
@@ -124,21 +115,6 @@ class PackageIndex:
     def url(self) -> str:
         """The simple index URL (what UV_INDEX_URL and the torch index take)."""
         return f"{self.scheme}://{self.netloc}/simple"
-
-    def log(self) -> list[IndexRequest]:
-        with self._lock:
-            return list(self.requests)
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def __enter__(self) -> PackageIndex:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # Serving -----------------------------------------------------------------
     def _projects(self) -> dict[str, list[Path]]:
@@ -199,8 +175,7 @@ class PackageIndex:
             if match is not None:
                 status, body = 200, match.read_bytes()
                 content_type = "application/octet-stream"
-        with self._lock:
-            self.requests.append(IndexRequest(handler.command, path, status))
+        self.record(IndexRequest(handler.command, path, status))
         try:
             handler.send_response(status)
             handler.send_header("Content-Type", content_type)

@@ -27,7 +27,7 @@ from geolibre_env.verify import run_probe
 
 from tests.conftest import CLOSED_HUB
 from tests.env_manager.conftest import Installer
-from tests.env_manager.fake_hub import FakeHub
+from tests.env_manager.fake_hub import SAM3_REPO, VOCAB, VOCAB_REPO, sam3_hub
 from tests.env_manager.http_proxy import without_proxy_settings
 from tests.env_manager.package_index import PackageIndex, make_test_ca
 from tests.harness.sidecar import base_env
@@ -35,7 +35,6 @@ from tests.harness.sidecar import base_env
 pytestmark = pytest.mark.slow
 
 TOKEN = "hf_BundleTestToken0123456789abcdefXYZ"
-VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 WEIGHT_FILES = {
     "config.json": b'{"model_type": "sam3"}\n',
     "model.safetensors": os.urandom(300_000),
@@ -59,11 +58,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iter
     """One export, as a connected machine makes it; the archive and what it reported."""
     root = tmp_path_factory.mktemp("connected")
     ca = make_test_ca(root / "ca")
-    hub = FakeHub()
-    hub.valid_tokens.add(TOKEN)
-    repo = hub.add_repo("facebook/sam3", WEIGHT_FILES, lfs=("model.safetensors",), gated=True)
-    repo.granted_tokens.add(TOKEN)
-    vocab = hub.add_repo("giswqs/geospatial", {VOCAB: os.urandom(4000)}, repo_type="dataset")
+    hub = sam3_hub(TOKEN, WEIGHT_FILES, lfs=("model.safetensors",), vocab=os.urandom(4000))
+    repo, vocab = hub.repos[("model", SAM3_REPO)], hub.repos[("dataset", VOCAB_REPO)]
     home = root / "Usuário de teste" / "exporter home"
     with PackageIndex(wheelhouse, tls=ca.server_context()) as index:
         env = without_proxy_settings(base_env(home, "gltest-bundle-export", {

@@ -28,14 +28,13 @@ from geolibre_env.weights import fetch_weights
 
 from tests.conftest import CLOSED_HUB
 from tests.env_manager.conftest import Installer
-from tests.env_manager.fake_hub import FakeHub
+from tests.env_manager.fake_hub import FakeHub, sam3_hub
 from tests.env_manager.http_proxy import AuthProxy, ProxyRequest, without_proxy_settings
 from tests.env_manager.package_index import CertAuthority, PackageIndex, make_test_ca
 from tests.harness.sidecar import base_env
 
 TOKEN = "hf_NetworkTestToken0123456789abcdefXYZ"
 PROXY_USER, PROXY_PASSWORD = "alice", "Pr0xyPassw0rd"
-VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 UV_013 = UvTool(path="uv", version=(0, 13, 9))
 
 
@@ -59,21 +58,13 @@ def https_index(wheelhouse: Path, ca: CertAuthority) -> Iterator[PackageIndex]:
 
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    server = FakeHub()
-    server.valid_tokens.add(TOKEN)
-    sam3 = server.add_repo(
-        "facebook/sam3",
-        {
-            "config.json": b'{"model_type": "sam3"}\n',
-            "model.safetensors": os.urandom(200_000),
-            "processor_config.json": b"{}\n",
-            "README.md": b"# SAM 3\n",
-        },
-        lfs=("model.safetensors",),
-        gated=True,
-    )
-    sam3.granted_tokens.add(TOKEN)
-    server.add_repo("giswqs/geospatial", {VOCAB: os.urandom(5000)}, repo_type="dataset")
+    files = {
+        "config.json": b'{"model_type": "sam3"}\n',
+        "model.safetensors": os.urandom(200_000),
+        "processor_config.json": b"{}\n",
+        "README.md": b"# SAM 3\n",
+    }
+    server = sam3_hub(TOKEN, files, lfs=("model.safetensors",), vocab=os.urandom(5000))
     yield server
     server.close()
 

@@ -139,7 +139,9 @@ def test_a_second_concurrent_install_refuses_clearly_or_waits(installer):
         assert "--wait" in refused.stderr
         waiting = installer.spawn("install", "--no-weights", "--wait", "--events")
         assert waiting.stdout is not None
-        assert "waiting for another install" in waiting.stdout.readline()
+        first, second = waiting.stdout.readline(), waiting.stdout.readline()
+        assert "waiting" not in first.lower(), "nobody waits before the lock is found busy"
+        assert f"(pid {os.getpid()}" in second and "Waiting for it to finish" in second
     finally:
         lock.release()
     _out, err = waiting.communicate(timeout=120)

@@ -39,11 +39,10 @@ from geolibre_env.weights import (
     weights_status,
 )
 
-from .fake_hub import FakeHub, FakeRepo
+from .fake_hub import SAM3_REPO, VOCAB, FakeHub, FakeRepo, sam3_hub
 
 TOKEN = "hf_PlantedGeoLibreToken0123456789abcdefXY"
-REPO = "facebook/sam3"
-VOCAB = "bpe_simple_vocab_16e6.txt.gz"
+REPO = SAM3_REPO
 WAIT_S = 10.0
 SAM3_PT_BYTES = 1_500_000
 
@@ -59,25 +58,21 @@ def spec() -> ModelEnvSpec:
 
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    server = FakeHub()
-    server.valid_tokens.add(TOKEN)
-    sam3 = server.add_repo(
-        REPO,
-        {
-            "config.json": b'{"model_type": "sam3"}\n',
-            "sam3.pt": os.urandom(SAM3_PT_BYTES),
-            "model.safetensors": os.urandom(700_000),
-            "tokenizer.json": b'{"version": "1.0"}\n' * 50,
-            "processor_config.json": b'{"processor_class": "Sam3Processor"}\n',
-            "README.md": b"# SAM 3\n",
-            ".gitattributes": b"*.pt filter=lfs\n",
-        },
+    files = {
+        "config.json": b'{"model_type": "sam3"}\n',
+        "sam3.pt": os.urandom(SAM3_PT_BYTES),
+        "model.safetensors": os.urandom(700_000),
+        "tokenizer.json": b'{"version": "1.0"}\n' * 50,
+        "processor_config.json": b'{"processor_class": "Sam3Processor"}\n',
+        "README.md": b"# SAM 3\n",
+        ".gitattributes": b"*.pt filter=lfs\n",
+    }
+    server = sam3_hub(
+        TOKEN,
+        files,
         lfs=("sam3.pt", "model.safetensors"),
-        gated=True,
-    )
-    sam3.granted_tokens.add(TOKEN)
-    server.add_repo(
-        "giswqs/geospatial", {VOCAB: os.urandom(120_000)}, repo_type="dataset", lfs=(VOCAB,)
+        vocab=os.urandom(120_000),
+        vocab_lfs=True,
     )
     yield server
     server.close()

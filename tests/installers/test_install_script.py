@@ -15,6 +15,7 @@ pages that the command's resolution needs).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -22,15 +23,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from geolibre_env.install_lock import InstallLock
 from geolibre_env.paths import Paths
 
 from tests.conftest import offline_install_env
+from tests.harness.processes import with_marker
 from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +107,9 @@ class Machine:
 
 
 @pytest.fixture
-def machine(tmp_path: Path, wheelhouse: Path, dev_cache_home: Path) -> Machine:
+def machine(
+    tmp_path: Path, wheelhouse: Path, dev_cache_home: Path, marker: str
+) -> Iterator[Machine]:
     user = tmp_path / "Usuário de teste"  # a space and a non-ASCII letter, as in many homes
     home, ml_home, bindir = user / "home", user / "geolibre ml", tmp_path / "bin"
     for folder in (home, bindir):
@@ -122,8 +127,14 @@ def machine(tmp_path: Path, wheelhouse: Path, dev_cache_home: Path) -> Machine:
         GEOLIBRE_ML_HOME=str(ml_home),
         XDG_CACHE_HOME=str(dev_cache_home),
         PIP_CACHE_DIR=str(tmp_path / "pip-cache"),  # the bootstrap must not touch the real one
+        GEOLIBRE_TEST_MARKER=marker,
     )
-    return Machine(ml_home=ml_home, home=home, env=env)
+    yield Machine(ml_home=ml_home, home=home, env=env)
+    # uv runs in its own session (so a cancel can stop its tree): a failed test's
+    # leftovers must not load the machine for the tests after it.
+    for proc in with_marker(marker):
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
 
 
 def project_files() -> set[str]:
@@ -219,17 +230,17 @@ def test_ctrl_c_during_the_install_stops_cleanly_and_a_rerun_finishes(machine):
     reader = _follow(proc, lines)
     try:
         wait_until(
-            lambda: any("waiting for another install" in line for line in lines),
+            lambda: any("Waiting for it to finish" in line for line in lines),
             timeout_s=120,
             what="the install step to start",
         )
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the whole foreground group
         proc.wait(timeout=60)
     finally:
-        lock.release()
-        if proc.poll() is None:
+        if proc.poll() is None:  # stop it before freeing the lock, or it would start building
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        lock.release()
     reader.join(timeout=10)
     assert proc.stdout is not None
     proc.stdout.close()

@@ -12,34 +12,25 @@ import psutil
 import pytest
 
 from tests.conftest import offline_install_env
-from tests.env_manager.fake_hub import FakeFile, FakeHub
+from tests.env_manager.fake_hub import FakeFile, FakeHub, sam3_hub
 from tests.harness.waiting import wait_until
 from tests.standin.harness import make_png
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "hf_InstallTokenInstallToken0123456789"
-VOCAB = "bpe_simple_vocab_16e6.txt.gz"
 
 
 @pytest.fixture
 def hub() -> Iterator[FakeHub]:
-    server = FakeHub()
-    server.valid_tokens.add(TOKEN)
-    sam3 = server.add_repo(
-        "facebook/sam3",
-        {
-            "config.json": b'{"model_type": "sam3"}\n',
-            "sam3.pt": os.urandom(300_000),
-            "model.safetensors": os.urandom(400_000),
-            "processor_config.json": b"{}\n",
-            "README.md": b"# SAM 3\n",
-        },
-        lfs=("sam3.pt", "model.safetensors"),
-        gated=True,
-    )
-    sam3.granted_tokens.add(TOKEN)
-    server.add_repo("giswqs/geospatial", {VOCAB: os.urandom(50_000)}, repo_type="dataset")
+    files = {
+        "config.json": b'{"model_type": "sam3"}\n',
+        "sam3.pt": os.urandom(300_000),
+        "model.safetensors": os.urandom(400_000),
+        "processor_config.json": b"{}\n",
+        "README.md": b"# SAM 3\n",
+    }
+    server = sam3_hub(TOKEN, files, lfs=("sam3.pt", "model.safetensors"), vocab=os.urandom(50_000))
     yield server
     server.close()
 
@@ -177,3 +168,17 @@ def test_bad_install_requests_are_422(installing):
         assert client.post("/ml/backend/install", json=["meta"]).status_code == 422
         assert client.delete("/ml/backend/install").status_code == 409
         assert client.get("/ml/backend/install").json()["state"] == "none"
+
+
+def test_a_damaged_offline_bundle_is_refused_through_the_app(installing, tmp_path):
+    damaged = tmp_path / "geolibre-ml-bundle.tar"
+    damaged.write_bytes(b"not a bundle at all")
+    sidecar = installing()
+    with sidecar.client() as client:
+        client.post("/ml/backend/install", json={"bundle": str(damaged)}).raise_for_status()
+        events = read_events(sidecar)
+        status = client.get("/ml/status").json()
+    end = events[-1]
+    assert end["state"] == "failed"
+    assert "damaged" in end["error"]["detail"] and "nothing was installed" in end["error"]["detail"]
+    assert status["installed"] is False

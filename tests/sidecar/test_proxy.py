@@ -311,6 +311,7 @@ def test_status_answers_while_the_backend_blocks_in_inference(proxied, standin):
     sidecar = proxied()
     with sidecar.client() as client:
         wait_until(lambda: client.get("/ml/status").json()["available"], timeout_s=10)
+
     def blocked_request() -> None:
         with sidecar.client() as client:
             text_request(client)

@@ -230,12 +230,10 @@ def check_model_env(
 def check_weights(
     settings: EnvSettings, spec: ModelEnvSpec, active: ActiveEnvironment | None
 ) -> Check:
-    from geolibre_env.weights import weights_status
+    from geolibre_env.weights import active_weights_status
 
-    backend = (active.record.get("sam3_backend") if active else None) or "meta"
-    status = weights_status(
-        settings, spec, backend=backend, site_packages=active.site_packages if active else None
-    )
+    status = active_weights_status(settings, spec, active)
+    backend = status.backend
     data = status.to_dict()
     token = "a Hub token is configured" if status.token_configured else "no Hub token is configured"
     last = read_json(settings.paths.last_install) or {}
@@ -449,6 +447,7 @@ def run_diagnostics(
 
 def sidecar_facts(environ: Mapping[str, str], version: str) -> dict[str, Any]:
     """A sidecar's own facts as the report shows them (secrets masked)."""
-    ours = {k: v for k, v in environ.items() if k.startswith(("GEOLIBRE_", "UV_", "HF_"))}
+    # Empty variables are what a launcher passes when a setting is left alone: noise here.
+    ours = {k: v for k, v in environ.items() if k.startswith(("GEOLIBRE_", "UV_", "HF_")) and v}
     facts = {"pid": os.getpid(), "python": sys.version.split()[0], "version": version, "env": ours}
     return redact_mapping(facts)

@@ -12,10 +12,11 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-from geolibre_env.errors import InstallBusyError
+from geolibre_env.errors import InstallBusyError, InstallCancelledError
 from geolibre_env.progress import CancelToken
 
 WAIT_POLL_S = 0.25
@@ -56,17 +57,28 @@ class InstallLock:
         self._file = handle
         return True
 
-    def acquire(self, *, wait: bool = False, cancel: CancelToken | None = None) -> None:
-        """Take the lock, or raise :class:`InstallBusyError` (``wait``: until free)."""
+    def acquire(
+        self,
+        *,
+        wait: bool = False,
+        cancel: CancelToken | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Take the lock, or raise :class:`InstallBusyError` (``wait``: until free).
+
+        ``on_wait`` hears once, with who holds the lock, when waiting begins.
+        """
+        told = False
         while not self._try_lock():
             if not wait:
                 raise InstallBusyError(self._busy_message(), hint=(
                     "Wait for it to finish (or cancel it), then try again; "
                     "`geolibre-ml install --wait` queues behind it."
                 ))  # fmt: skip
+            if on_wait is not None and not told:
+                on_wait(self._busy_message())
+                told = True
             if cancel is not None and cancel.wait(WAIT_POLL_S):
-                from geolibre_env.errors import InstallCancelledError
-
                 raise InstallCancelledError("The install was cancelled while waiting its turn.")
             if cancel is None:
                 time.sleep(WAIT_POLL_S)

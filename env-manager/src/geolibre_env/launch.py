@@ -11,7 +11,7 @@ from geolibre_env.errors import GeoLibreError
 from geolibre_env.model_env import ActiveEnvironment
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.weights import backend_environment, weights_status
+from geolibre_env.weights import active_weights_status, backend_environment
 
 
 def managed_backend_environment(settings: EnvSettings, active: ActiveEnvironment) -> dict[str, str]:
@@ -19,12 +19,7 @@ def managed_backend_environment(settings: EnvSettings, active: ActiveEnvironment
     env = {"HF_HOME": str(settings.paths.hf_home)}
     try:
         spec = load_spec(settings.spec_path)
-        status = weights_status(
-            settings,
-            spec,
-            backend=active.record.get("sam3_backend") or "meta",
-            site_packages=active.site_packages,
-        )
+        status = active_weights_status(settings, spec, active)
     except GeoLibreError:
         return env  # launch anyway: the backend's own error will say what is missing
     env.update(backend_environment(settings, spec, status))

@@ -190,9 +190,15 @@ class Provisioner:
     def _locked(self, request: InstallRequest, *, check_active: bool) -> InstallResult:
         steps = self._steps
         lock = InstallLock(self.paths.install_lock)
-        steps.emit("lock", "waiting for another install to finish" if request.wait else "starting")
+        steps.emit("lock", "starting")
         try:
-            lock.acquire(wait=request.wait, cancel=self.cancel)
+            lock.acquire(
+                wait=request.wait,
+                cancel=self.cancel,
+                on_wait=lambda busy: steps.emit(
+                    "lock", f"{busy} Waiting for it to finish.", level="warning"
+                ),
+            )
         except GeoLibreError as exc:
             if not isinstance(exc, InstallBusyError):
                 self._record_failure(exc)

@@ -15,7 +15,7 @@ from geolibre_env.install_lock import InstallLock
 from geolibre_env.model_env import active_environment
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.weights import weights_status
+from geolibre_env.weights import active_weights_status
 
 
 def collect_status(settings: EnvSettings) -> dict[str, Any]:
@@ -38,12 +38,7 @@ def collect_status(settings: EnvSettings) -> dict[str, Any]:
         }
         try:
             spec = load_spec(settings.spec_path)
-            weights = weights_status(
-                settings,
-                spec,
-                backend=active.record.get("sam3_backend") or "meta",
-                site_packages=active.site_packages,
-            ).to_dict()
+            weights = active_weights_status(settings, spec, active).to_dict()
         except GeoLibreError as exc:
             weights = {"error": str(exc)}
     backend = read_status(paths.supervisor_status)

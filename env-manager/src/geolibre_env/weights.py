@@ -18,7 +18,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from geolibre_env.errors import ConfigError, WeightsError
 from geolibre_env.http_client import make_client
@@ -35,6 +35,9 @@ from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, disc
 from geolibre_env.redact import register_secret
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec
+
+if TYPE_CHECKING:
+    from geolibre_env.model_env import ActiveEnvironment
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +193,16 @@ def weights_status(
         missing=tuple(missing),
         token_configured=token_configured(paths, settings),
         hf_home=paths.hf_home,
+    )
+
+
+def active_weights_status(
+    settings: EnvSettings, spec: ModelEnvSpec, active: ActiveEnvironment | None
+) -> WeightsStatus:
+    """:func:`weights_status` for the backend the active environment was built for."""
+    backend = (active.record.get("sam3_backend") if active else None) or "meta"
+    return weights_status(
+        settings, spec, backend=backend, site_packages=active.site_packages if active else None
     )
 
 

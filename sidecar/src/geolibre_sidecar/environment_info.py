@@ -16,7 +16,7 @@ from geolibre_env.machine import detect_machine
 from geolibre_env.model_env import active_environment
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.weights import weights_status
+from geolibre_env.weights import active_weights_status
 
 log = logging.getLogger("geolibre.sidecar")
 
@@ -65,12 +65,7 @@ class EnvironmentInfo:
         weights: dict[str, Any] | None = None
         if self.managed and active is not None:
             try:
-                status = weights_status(
-                    settings,
-                    load_spec(settings.spec_path),
-                    backend=active.record.get("sam3_backend") or "meta",
-                    site_packages=active.site_packages,
-                )
+                status = active_weights_status(settings, load_spec(settings.spec_path), active)
                 weights = {
                     "present": status.present,
                     "route": status.route,

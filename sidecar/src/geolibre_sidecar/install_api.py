@@ -34,7 +34,7 @@ log = logging.getLogger("geolibre.install")
 MAX_EVENTS = 2000
 CANCEL_GRACE_S = 10.0
 SSE_HEARTBEAT_S = 15.0
-ALLOWED_FIELDS = {"backend", "token", "checkpoint", "weights", "force", "build"}
+ALLOWED_FIELDS = {"backend", "token", "checkpoint", "bundle", "weights", "force", "build"}
 
 
 @dataclass
@@ -88,6 +88,12 @@ def parse_request(body: Any) -> tuple[list[str], str | None]:
         if not isinstance(body["checkpoint"], str) or not body["checkpoint"]:
             raise InvalidField("checkpoint must be the path of a local sam3.pt file.")
         args += ["--checkpoint", body["checkpoint"]]
+    if body.get("bundle") is not None:
+        if not isinstance(body["bundle"], str) or not body["bundle"]:
+            raise InvalidField(
+                "bundle must be the path of an offline bundle made by `geolibre-ml bundle export`."
+            )
+        args += ["--from", body["bundle"]]
     for flag, name, when in (("--no-weights", "weights", False), ("--force", "force", True)):
         value = body.get(name)
         if value is not None and not isinstance(value, bool):

@@ -60,6 +60,7 @@ const KNOWN_EVENTS = new Set(["progress", "error", "result", "end"]);
 /** The installer's phases in order, with a rough share of the time each takes. */
 export const INSTALL_PHASES: ReadonlyArray<readonly [string, number]> = [
   ["lock", 1],
+  ["bundle", 2],
   ["plan", 3],
   ["venv", 3],
   ["torch", 40],

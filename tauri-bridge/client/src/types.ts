@@ -164,6 +164,8 @@ export interface InstallOptions {
   token?: string;
   /** Path of a local sam3.pt: the air-gapped route. */
   checkpoint?: string;
+  /** Path of an offline bundle (`geolibre-ml bundle export`): installs with no network. */
+  bundle?: string;
   /** false: install the environment only, no weights. */
   weights?: boolean;
   /** Rebuild even when an environment is installed and working. */
