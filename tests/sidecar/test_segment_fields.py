@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 from geolibre_sidecar.segment_fields import ENDPOINT_FIELDS
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
-OPENAPI = REFERENCE / "samgeo-api-1.4.2.openapi.json"
+from tests.reference import openapi
 
 
 def reference_fields(path: str) -> dict[str, tuple[str, object, bool]]:
-    spec = json.loads(OPENAPI.read_text())
+    spec = openapi()
     body = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     schema = spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
     required = set(schema.get("required", []))
