@@ -39,6 +39,7 @@ LISTING = re.compile(
 CDN = re.compile(r"^/cdn/(?P<sha>[0-9a-f]{64})$")
 RANGE = re.compile(r"^bytes=(\d+)-$")
 SLOW_PIECE_BYTES = 8192
+LOG_SETTLE_S = 2.0
 
 
 @dataclass
@@ -101,7 +102,8 @@ class FakeHub:
         self.valid_tokens: set[str] = set()
         self.requests: list[LoggedRequest] = []
         self.link_epoch = 0  # CDN links signed in an older epoch have expired
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._handling = 0  # requests being answered: logged once their answer is sent
         self._servers = [self._server("hub"), self._server("cdn")]
         self._threads = [
             threading.Thread(target=s.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -138,7 +140,10 @@ class FakeHub:
         return f"{self.scheme}://127.0.0.1:{self._servers[1].server_address[1]}"
 
     def log(self, *, server: str | None = None, method: str | None = None) -> list[LoggedRequest]:
+        """The requests answered so far. A client can have read a whole answer before
+        the handler thread logs it, so wait (briefly) for answers still being sent."""
         with self._lock:
+            self._lock.wait_for(lambda: self._handling == 0, timeout=LOG_SETTLE_S)
             return [
                 r
                 for r in self.requests
@@ -183,6 +188,8 @@ class FakeHub:
         path = unquote(urlsplit(handler.path).path)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         status, body_bytes = 500, 0
+        with self._lock:
+            self._handling += 1
         try:
             if role == "cdn" and (match := CDN.match(path)):
                 signature = parse_qs(urlsplit(handler.path).query).get("X-Amz-Signature", [""])
@@ -201,6 +208,8 @@ class FakeHub:
                 self.requests.append(
                     LoggedRequest(role, handler.command, path, headers, status, body_bytes)
                 )
+                self._handling -= 1
+                self._lock.notify_all()
 
     def _access(self, repo: FakeRepo, headers: dict[str, str]) -> tuple[int, str] | None:
         auth = headers.get("authorization", "")

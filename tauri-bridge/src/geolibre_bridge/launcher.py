@@ -136,6 +136,9 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
         log_config=None,
         access_log=False,
         server_header=False,
+        # Loopback only, no reverse proxy in front: X-Forwarded-* must not be trusted,
+        # and not parsing them saves time on every request.
+        proxy_headers=False,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
     )
