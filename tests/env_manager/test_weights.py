@@ -14,7 +14,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -38,6 +38,8 @@ from geolibre_env.weights import (
     token_configured,
     weights_status,
 )
+
+from tests.harness.waiting import wait_until
 
 from .fake_hub import SAM3_REPO, VOCAB, FakeHub, FakeRepo, sam3_hub
 
@@ -95,13 +97,6 @@ def _closed_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_meta_download_lays_out_the_huggingface_cache(tmp_path, hub, spec):
@@ -353,7 +348,11 @@ def test_cancel_stops_quickly_and_a_rerun_resumes(tmp_path, hub, spec):
     assert 300_000 <= kept < len(pt.content)
     pt.rate_bytes_per_s = None
     # The server logs a request when it is done with it: wait for the hung-up one.
-    _wait_for(lambda: len(hub.log(server="cdn", method="GET")) == 1)
+    wait_until(
+        lambda: len(hub.log(server="cdn", method="GET")) == 1,
+        timeout_s=WAIT_S,
+        what="the hung-up download to be logged",
+    )
     before = len(hub.log(server="cdn", method="GET"))
     fetch_weights(settings, spec, backend="meta", token=TOKEN)
     assert [r.range for r in hub.log(server="cdn", method="GET")[before:]] == [f"bytes={kept}-"]

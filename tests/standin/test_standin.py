@@ -24,6 +24,8 @@ import httpx
 import psutil
 import pytest
 
+from tests.harness.processes import wait_gone
+
 from . import samgeo_standin as server_module
 from .harness import (
     StandinError,
@@ -585,20 +587,7 @@ def test_exit_after_ready_and_lingering_child() -> None:
         child = psutil.Process(int(found.group(1)))
         assert child.ppid() == standin.pid
         standin.stop()
-        assert _ends_within(child, timeout_s=5)
-
-
-def _ends_within(process: psutil.Process, *, timeout_s: float) -> bool:
-    """Gone, or a zombie nobody has reaped yet: either way it no longer runs."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if process.status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.02)
-    return False
+        wait_gone([child.pid], timeout_s=5, what="the stand-in's child after its stop")
 
 
 def test_preload_loads_at_start_and_a_failed_preload_kills_the_start() -> None:
