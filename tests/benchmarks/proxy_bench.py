@@ -80,12 +80,17 @@ def latency(standin, sidecar, n: int) -> list[Figure]:
             _latencies(url, headers, 20)  # warm every path (connections, model cache)
         times: dict[str, list[float]] = {name: [] for name in paths}
         added: dict[str, list[float]] = {"via": [], "bare": []}
+        sidecar_process = psutil.Process(sidecar.pid)
+        sidecar_cpu_s = 0.0
         for _ in range(n // ROUND):
             # Short interleaved rounds: this shared machine's speed drifts by a factor of
             # two over minutes, so each round compares the paths at the same moment.
             medians = {}
             for name, (url, headers) in paths.items():
+                before = sum(sidecar_process.cpu_times()[:2])
                 sample = _latencies(url, headers, ROUND)
+                if name == "via":
+                    sidecar_cpu_s += sum(sidecar_process.cpu_times()[:2]) - before
                 times[name] += sample
                 medians[name] = median(sample)
             added["via"].append(medians["via"] - medians["direct"])
@@ -105,7 +110,13 @@ def latency(standin, sidecar, n: int) -> list[Figure]:
             "  the same through a bare Starlette + httpx proxy",
             bare50,
             "ms",
-            note=f"our proxy's own share: {added50 - bare50:.2f} ms",
+            note=f"the sidecar against it: {added50 - bare50:+.2f} ms",
+        ),
+        Figure(
+            "  the sidecar's CPU time per small segment request",
+            sidecar_cpu_s * 1000 / len(via),
+            "ms",
+            note="user + system, over the requests above",
         ),
         Figure(
             "small segment request, added latency p99",

@@ -260,6 +260,16 @@ def test_backend_dropping_the_connection_is_502(proxied, standin):
     assert "dropped the connection" in response.json()["detail"]
 
 
+def test_backend_dying_mid_answer_leaves_the_answer_visibly_unfinished(proxied, standin):
+    sidecar = proxied()
+    with sidecar.client() as client:
+        # Half a FeatureCollection must never arrive looking like a whole one.
+        with pytest.raises(httpx.RemoteProtocolError, match=r"incomplete|complete message"):
+            text_request(client, prompt="standin:cut")
+        assert client.get("/health").status_code == 200, "the sidecar keeps serving"
+    assert "backend broke while sending its answer" in sidecar.stderr()
+
+
 def test_unreachable_external_backend_is_503_saying_why(sidecar_factory):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -12,7 +12,8 @@ STANDIN_EXIT_AFTER_S (exit 1 after ready, printing STANDIN_CRASH_MESSAGE),
 STANDIN_IGNORE_SIGTERM, STANDIN_SPAWN_CHILD (prints "standin child pid N").
 Run time, ``STANDIN_<NAME>`` at start and ``GET/POST /__standin__/switches``
 (JSON) later: see ``Switches``. One request: a prompt of "standin:crash",
-"standin:404", "standin:500", "standin:400" or "standin:sleep=<s>".
+"standin:404", "standin:500", "standin:400", "standin:sleep=<s>" or
+"standin:cut" (the process dies half-way through sending its answer).
 Answers carry a foreign member "standin" (what was received, parsed values,
 the model key); ``GET /__standin__/stats`` counts requests.
 
@@ -590,6 +591,7 @@ class Response:
     delay_s: float = 0.0
     close: bool = False  # the connection cannot be reused after this answer
     cleanup: Callable[[], None] | None = None  # runs once the answer is sent
+    die_midway: str | None = None  # crash message: exit after half the body is out
 
     @classmethod
     def json(cls, status: int, content: Any, **kw: Any) -> Response:
@@ -609,6 +611,11 @@ class Response:
         if not keep_alive:
             head.append("connection: close")
         writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        if self.die_midway is not None:
+            writer.write(self.body[: size // 2])
+            await writer.drain()
+            print(self.die_midway, file=sys.stderr, flush=True)
+            os._exit(1)
         # Parts with pauses between them let tests watch a proxy stream the answer.
         cuts = [size * i // self.chunks for i in range(self.chunks + 1)]
         handle = self.file.open("rb") if self.file else None
@@ -1117,7 +1124,7 @@ _ROUTES = {
 def _directive(prompt: str, mode: str, infer_s: float) -> tuple[str, float]:
     """A ``standin:...`` prompt steers this one request."""
     word = prompt.removeprefix("standin:")
-    if word in ("crash", "404", "500", "400"):
+    if word in ("crash", "404", "500", "400", "cut"):
         return word, infer_s
     if word.startswith("sleep="):
         try:
@@ -1237,7 +1244,10 @@ class App:
             raise HttpError(int(mode), detail.get(mode, switches.detail_400))
         elapsed = time.monotonic() - started
         _log("INFO", f"Segmentation completed in {elapsed:.2f}s (model: {version})")
-        return self.render(endpoint, output_format, form, values, key)
+        response = self.render(endpoint, output_format, form, values, key)
+        if mode == "cut":
+            response.die_midway = switches.crash_message
+        return response
 
     def render(
         self, endpoint: str, output_format: str, form: Form, values: dict[str, Any], key: tuple

@@ -1,5 +1,6 @@
 """The app factory: routes, middleware order, and the lifespan that owns the
-one HTTP client and the backend (and stops the backend when the app stops).
+backend clients (httpx for probes and small calls, the lean upstream client for
+segment requests) and the backend (and stops it when the app stops).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from geolibre_sidecar.proxy import SegmentProxy
 from geolibre_sidecar.security import HostGuard, TokenAuth
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.status import StatusSources, build_status
+from geolibre_sidecar.upstream import UpstreamClient
 
 log = logging.getLogger("geolibre.sidecar")
 
@@ -45,7 +47,7 @@ MAX_KEEPALIVE = 8
 def make_http_client(
     settings: SidecarSettings, transport: httpx.AsyncBaseTransport | None
 ) -> httpx.AsyncClient:
-    """The sidecar's one client to samgeo-api (building one costs ~40 ms: reuse it)."""
+    """The sidecar's httpx client to samgeo-api (building one costs ~40 ms: reuse it)."""
     timeout = httpx.Timeout(settings.upstream_timeout_s, connect=CONNECT_TIMEOUT_S)
     return httpx.AsyncClient(
         transport=transport,
@@ -140,7 +142,10 @@ def create_app(
         backend = make_backend(settings, http)
         app.state.http = http
         app.state.backend = backend
-        app.state.proxy = SegmentProxy(settings, backend, http)
+        upstream = UpstreamClient(
+            connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=settings.upstream_timeout_s
+        )
+        app.state.proxy = SegmentProxy(settings, backend, upstream)
         facts = EnvironmentInfo(settings.env, managed=backend.mode == "managed")
 
         async def after_install() -> None:
@@ -160,6 +165,7 @@ def create_app(
             refresh.cancel()
             await jobs.aclose()
             await backend.aclose()
+            await upstream.aclose()
             await http.aclose()
 
     routes = [

@@ -24,6 +24,7 @@ from geolibre_env.supervisor import BackendState, Health, LaunchSpec, Supervisor
 from geolibre_sidecar.errors import BackendBroke, BackendUnavailable, Conflict, SidecarError
 from geolibre_sidecar.model_variants import ModelVariants
 from geolibre_sidecar.settings import SidecarSettings
+from geolibre_sidecar.upstream import ConnectFailed, UpstreamError
 
 log = logging.getLogger("geolibre.sidecar")
 
@@ -54,7 +55,7 @@ class Backend(Protocol):
     async def start(self) -> str: ...
     async def stop(self) -> None: ...
     async def clear_models(self) -> None: ...
-    async def explain(self, exc: httpx.TransportError) -> SidecarError: ...
+    async def explain(self, exc: httpx.TransportError | UpstreamError) -> SidecarError: ...
     def note_error_answer(self, status: int, detail: str) -> None: ...
     def snapshot(self) -> dict[str, Any]: ...
     async def startup(self) -> None: ...
@@ -75,6 +76,11 @@ def backend_environment(settings: SidecarSettings, *, managed: bool) -> dict[str
         env.pop("HUGGING_FACE_HUB_TOKEN", None)
     env["PYTHONUNBUFFERED"] = "1"  # output as it happens: start-up progress shows in the log
     return env
+
+
+def _reason(exc: httpx.TransportError | UpstreamError) -> str:
+    """Our client's errors read as a phrase; httpx's are named by their class."""
+    return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
 
 
 def _note_error(backend: Backend, status: int, detail: str) -> None:
@@ -165,7 +171,7 @@ class ManagedBackend:
     async def clear_models(self) -> None:
         await self.supervisor.clear_models()
 
-    async def explain(self, exc: httpx.TransportError) -> SidecarError:
+    async def explain(self, exc: httpx.TransportError | UpstreamError) -> SidecarError:
         report = await self.supervisor.crash_report()
         if report is not None and report.cause is not ExitCause.STOPPED:
             return BackendBroke(
@@ -178,7 +184,7 @@ class ManagedBackend:
             )
         return BackendBroke(
             "The model backend dropped the connection in the middle of this request "
-            f"({exc.__class__.__name__}). Try again; if it keeps happening, run geolibre-ml doctor."
+            f"({_reason(exc)}). Try again; if it keeps happening, run geolibre-ml doctor."
         )
 
     def note_error_answer(self, status: int, detail: str) -> None:
@@ -273,12 +279,14 @@ class ExternalBackend:
             "GEOLIBRE_ML_SAMGEO_URL so the sidecar starts its own."
         )
 
-    async def explain(self, exc: httpx.TransportError) -> SidecarError:
+    async def explain(self, exc: httpx.TransportError | UpstreamError) -> SidecarError:
+        if isinstance(exc, ConnectFailed):
+            return BackendUnavailable(self._unreachable(str(exc)))
         if isinstance(exc, httpx.ConnectError):
             return BackendUnavailable(self._unreachable("connection refused or host unknown"))
         return BackendBroke(
             f"The samgeo-api at {self.shown_url} dropped the connection in the middle of this "
-            f"request ({exc.__class__.__name__})."
+            f"request ({_reason(exc)})."
         )
 
     def note_error_answer(self, status: int, detail: str) -> None:

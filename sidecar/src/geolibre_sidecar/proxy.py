@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 from geolibre_env.exit_causes import HINTS, ExitCause
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 
 from geolibre_sidecar.backend import Backend
@@ -35,13 +35,14 @@ from geolibre_sidecar.model_variants import variant_key
 from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of
 from geolibre_sidecar.segment_fields import ENDPOINT_FIELDS
 from geolibre_sidecar.settings import MIB, SidecarSettings
+from geolibre_sidecar.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("geolibre.proxy")
 
 ERROR_BODY_LIMIT_BYTES = 64 * 1024
 # Headers that describe one hop, or that samgeo-api sets wide open (CORS).
 _DROPPED_RESPONSE_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "server", "date", "vary"}
+    {b"connection", b"keep-alive", b"transfer-encoding", b"server", b"date", b"vary"}
 )
 
 
@@ -52,50 +53,67 @@ class _ClientGone(Exception):
     pass
 
 
-class RelayResponse(StreamingResponse):
-    """Streams the backend's answer; closes it and frees the slot however the stream ends."""
+class RelayResponse(Response):
+    """Streams the backend's answer; closes it and frees the slot however the stream ends.
 
-    def __init__(self, upstream: httpx.Response, release: Release) -> None:
+    A plain ASGI loop rather than StreamingResponse: that one starts a task group
+    per response to watch for a disconnect, which costs more than this small
+    answer's whole relay, and a client that leaves mid-answer costs us at most the
+    rest of an answer the backend has already computed.
+    """
+
+    def __init__(
+        self, upstream: UpstreamResponse, release: Release, on_done: Callable[[int], None]
+    ) -> None:
+        self.status_code = upstream.status_code
+        self.raw_headers = relayed_headers(upstream.headers)
+        self.background = None
         self._upstream = upstream
         self._release = release
-        super().__init__(
-            self._relay(), status_code=upstream.status_code, headers=_response_headers(upstream)
-        )
-
-    async def _relay(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._upstream.aiter_raw():
-                yield chunk
-        except httpx.TransportError as exc:
-            # The status line is sent already: all we can do is end the stream.
-            log.warning("backend broke while sending its answer: %s", exc.__class__.__name__)
+        self._on_done = on_done
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        down = 0
         try:
-            await super().__call__(scope, receive, send)
+            await send(
+                {"type": "http.response.start", "status": self.status_code,
+                 "headers": self.raw_headers}
+            )  # fmt: skip
+            async for chunk in self._upstream.aiter_raw():
+                down += len(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            # Logged once the client has the whole answer, off its critical path.
+            self._on_done(down)
+        except UpstreamError as exc:
+            # The status line is sent already: leave the answer unfinished, so the
+            # client sees a broken response rather than a short one that looks whole.
+            log.warning("backend broke while sending its answer: %s", exc)
+        except OSError:  # ASGI servers of spec 2.4 say "client gone" this way
+            log.info("client disconnected while the answer was being sent")
         finally:
             await self._upstream.aclose()
             await self._release()
 
 
-def _response_headers(upstream: httpx.Response) -> dict[str, str]:
-    return {
-        key: value
-        for key, value in upstream.headers.items()
-        if key.lower() not in _DROPPED_RESPONSE_HEADERS
-        and not key.lower().startswith("access-control-")
-    }
+def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The backend's headers minus hop-by-hop ones and its wide-open CORS."""
+    return [
+        (name, value)
+        for name, value in headers
+        if name not in _DROPPED_RESPONSE_HEADERS and not name.startswith(b"access-control-")
+    ]
 
 
 class SegmentProxy:
     """Forwards segment requests to the backend; owns the in-flight cap."""
 
     def __init__(
-        self, settings: SidecarSettings, backend: Backend, http: httpx.AsyncClient
+        self, settings: SidecarSettings, backend: Backend, upstream: UpstreamClient
     ) -> None:
         self.settings = settings
         self.backend = backend
-        self.http = http
+        self.upstream = upstream
         self.in_flight = 0
 
     async def __call__(self, request: Request) -> Response:
@@ -209,13 +227,14 @@ class SegmentProxy:
             if held is not None:
                 yield held
 
-        headers = {"content-type": request.headers["content-type"]}
-        if length is not None:
-            headers["content-length"] = str(length)
-        upstream_request = self.http.build_request(
-            "POST", f"{url}/segment/{mode}", headers=headers, content=upload()
+        post = self.upstream.post(
+            url,
+            f"/segment/{mode}",
+            headers=[(b"content-type", request.headers["content-type"].encode("latin-1"))],
+            body=upload(),
+            content_length=length,
         )
-        send = asyncio.create_task(self.http.send(upstream_request, stream=True))
+        send = asyncio.create_task(post)
         watcher = asyncio.create_task(self._client_left(request, body_done))
         try:
             async with asyncio.timeout(self.settings.upstream_timeout_s):
@@ -251,23 +270,19 @@ class SegmentProxy:
             log.info("POST /ml/segment/%s refused: %s", mode, exc.detail)
             await release()
             return error_response(exc)
-        except httpx.TimeoutException:
-            raise BackendTimeout(
-                f"The model backend did not answer within {self.settings.upstream_timeout_s:g} s."
-            ) from None
-        except httpx.TransportError as exc:
+        except UpstreamError as exc:
             raise await self.backend.explain(exc) from None
 
         if upstream.status_code >= 500:
             return await self._error_answer(upstream, mode, release)
-        log.info(
-            "POST /ml/segment/%s -> %d after %.2f s (%d bytes up)",
-            mode,
-            upstream.status_code,
-            time.monotonic() - started,
-            sent,
-        )
-        return RelayResponse(upstream, release)
+
+        def relayed(down: int) -> None:
+            log.info(
+                "POST /ml/segment/%s -> %d in %.2f s (%d bytes up, %d down)",
+                mode, upstream.status_code, time.monotonic() - started, sent, down,
+            )  # fmt: skip
+
+        return RelayResponse(upstream, release, on_done=relayed)
 
     async def _before_release(self, mode: str, fields: dict[str, str]) -> None:
         """Last moment before the backend can act on the request: apply the model-cache policy."""
@@ -302,19 +317,19 @@ class SegmentProxy:
                     return
 
     async def _error_answer(
-        self, upstream: httpx.Response, mode: str, release: Release
+        self, upstream: UpstreamResponse, mode: str, release: Release
     ) -> Response:
         """samgeo-api's 5xx: keep its detail, add the cause and a hint when we know them."""
         try:
+            body = await upstream.aread(ERROR_BODY_LIMIT_BYTES)
+        except UpstreamError:
             body = b""
-            async for chunk in upstream.aiter_raw():
-                body += chunk
-                if len(body) > ERROR_BODY_LIMIT_BYTES:
-                    break
         finally:
             await upstream.aclose()
             await release()
-        detail = body.decode("utf-8", "replace")
+        detail = body.decode("utf-8", "replace").strip() or (
+            f"samgeo-api answered {upstream.status_code} without saying why; its log may tell."
+        )
         with contextlib.suppress(ValueError):
             parsed = json.loads(body)
             if isinstance(parsed, dict) and "detail" in parsed:
