@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -263,3 +266,33 @@ def test_an_error_from_the_upload_itself_propagates_and_the_connection_is_droppe
 def test_origins_carry_the_host_header_a_server_expects(url, host_header, port):
     origin = parse_origin(url)
     assert (origin.host_header, origin.port, origin.authorization) == (host_header, port, None)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_an_https_backend_with_an_untrusted_certificate_is_refused_saying_tls(tmp_path):
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def main() -> None:
+        async def accept(reader, writer) -> None:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await reader.read()
+            writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=context)
+        port = server.sockets[0].getsockname()[1]
+        client = new_client()
+        try:
+            with pytest.raises(ConnectFailed, match="TLS failed: CERTIFICATE_VERIFY_FAILED"):
+                await post(client, f"https://127.0.0.1:{port}", b"x")
+        finally:
+            server.close()
+
+    asyncio.run(main())

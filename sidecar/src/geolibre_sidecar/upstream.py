@@ -278,7 +278,7 @@ class UpstreamClient:
             if self._ssl is None:
                 import httpx  # the same trust store as the sidecar's other backend calls
 
-                self._ssl = httpx.create_ssl_context()
+                self._ssl = httpx.create_ssl_context(trust_env=False)
             tls = self._ssl
         try:
             async with asyncio.timeout(self.connect_timeout_s):
