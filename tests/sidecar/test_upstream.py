@@ -187,47 +187,38 @@ def test_nothing_listening_is_connect_failed_saying_refused():
         asyncio.run(main())
 
 
-def test_an_answer_cut_short_is_connection_broke_not_a_short_body():
-    async def cut_short(reader, writer, seen: Seen) -> None:
+def misbehaving(answer: bytes | None, *, then_hang: bool = False) -> Handler:
+    """Reads one request, writes ``answer`` raw, then hangs up (or waits for the client to)."""
+
+    async def handle(reader, writer, seen: Seen) -> None:
         await read_request(reader, h11.Connection(h11.SERVER))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 10)
-        await writer.drain()
-        writer.close()
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
+        if then_hang:
+            await reader.read()
 
-    async def main() -> None:
-        client = new_client()
-        async with serving(cut_short) as (url, _seen):
-            with pytest.raises(ConnectionBroke, match="in the middle of the answer"):
-                await post(client, url, b"x")
-
-    asyncio.run(main())
+    return handle
 
 
-def test_a_backend_that_hangs_up_without_answering_is_connection_broke():
-    async def hang_up(reader, writer, seen: Seen) -> None:
-        await read_request(reader, h11.Connection(h11.SERVER))
-        writer.close()
-
-    async def main() -> None:
-        client = new_client()
-        async with serving(hang_up) as (url, _seen):
-            with pytest.raises(ConnectionBroke, match="before an answer came"):
-                await post(client, url, b"x")
-
-    asyncio.run(main())
+HEAD_OF_100 = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n"
 
 
-def test_a_backend_that_goes_quiet_mid_answer_times_out():
-    async def go_quiet(reader, writer, seen: Seen) -> None:
-        await read_request(reader, h11.Connection(h11.SERVER))
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nxx")
-        await writer.drain()
-        await reader.read()  # until the client gives up and closes
-
+@pytest.mark.parametrize(
+    ("handler", "error", "message"),
+    [
+        # an answer cut short must be an error, never a short body that looks whole
+        (misbehaving(HEAD_OF_100 + b"x" * 10), ConnectionBroke, "in the middle of the answer"),
+        (misbehaving(None), ConnectionBroke, "before an answer came"),
+        (misbehaving(HEAD_OF_100 + b"xx", then_hang=True), ReadTimedOut, r"no data for 0\.3 s"),
+    ],
+    ids=["cut-short", "hangs-up-without-answer", "goes-quiet-mid-answer"],
+)
+def test_a_backend_that_breaks_off_is_an_upstream_error_saying_how(handler, error, message):
     async def main() -> None:
         client = new_client(read_timeout_s=0.3)
-        async with serving(go_quiet) as (url, _seen):
-            with pytest.raises(ReadTimedOut, match=r"no data for 0\.3 s"):
+        async with serving(handler) as (url, _seen):
+            with pytest.raises(error, match=message):
                 await post(client, url, b"x")
 
     asyncio.run(main())
