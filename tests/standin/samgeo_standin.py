@@ -614,6 +614,8 @@ class Response:
         if self.die_midway is not None:
             writer.write(self.body[: size // 2])
             await writer.drain()
+            if self.cleanup:  # tidy the spooled upload, as the "crash" directive does
+                self.cleanup()
             print(self.die_midway, file=sys.stderr, flush=True)
             os._exit(1)
         # Parts with pauses between them let tests watch a proxy stream the answer.
