@@ -133,14 +133,12 @@ class UpstreamResponse:
         origin: Origin,
         conn: _Connection,
         head: h11.Response,
-        read_timeout_s: float,
     ) -> None:
         self.status_code = head.status_code
         self.headers: list[tuple[bytes, bytes]] = list(head.headers)
         self._pool = pool
         self._origin = origin
         self._conn: _Connection | None = conn
-        self._read_timeout_s = read_timeout_s
         self._complete = False
 
     async def aiter_raw(self) -> AsyncIterator[bytes]:
@@ -148,14 +146,14 @@ class UpstreamResponse:
         conn = self._conn
         if conn is None or self._complete:
             return
+        timeout_s = self._pool.read_timeout_s
         while True:
             try:
-                async with asyncio.timeout(self._read_timeout_s):
+                async with asyncio.timeout(timeout_s):
                     event = await conn.next_event()
             except TimeoutError:
-                raise ReadTimedOut(
-                    f"no data for {self._read_timeout_s:g} s in the middle of the answer"
-                ) from None
+                quiet = f"no data for {timeout_s:g} s in the middle of the answer"
+                raise ReadTimedOut(quiet) from None
             except (OSError, h11.ProtocolError) as exc:
                 raise ConnectionBroke("the connection broke in the middle of the answer") from exc
             if isinstance(event, h11.Data):
@@ -216,15 +214,12 @@ class UpstreamClient:
             request_headers.append((b"transfer-encoding", b"chunked"))
         else:
             request_headers.append((b"content-length", str(content_length).encode()))
-        handed_over = False
         try:
             head = await self._exchange(conn, origin.prefix + path, request_headers, body)
-            response = UpstreamResponse(self, origin, conn, head, self.read_timeout_s)
-            handed_over = True
-            return response
-        finally:
-            if not handed_over:  # cancelled, refused by our own checks, or broken
-                conn.close()
+        except BaseException:  # cancelled, refused by the caller's own checks, or broken
+            conn.close()
+            raise
+        return UpstreamResponse(self, origin, conn, head)
 
     async def _exchange(
         self,
