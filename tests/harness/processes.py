@@ -6,6 +6,9 @@ import psutil
 
 from tests.harness.waiting import wait_until
 
+# Inherited by every process a test starts; not GEOLIBRE_*, which the harness strips.
+MARKER_VAR = "GLTEST_MARKER"
+
 
 def gone(pid: int) -> bool:
     try:
@@ -29,8 +32,17 @@ def with_marker(marker: str) -> list[psutil.Process]:
             if any(marker in part for part in proc.info["cmdline"] or []):
                 found.append(proc)
                 continue
-            if marker in (proc.environ().get("GEOLIBRE_TEST_MARKER") or ""):
+            if marker in (proc.environ().get(MARKER_VAR) or ""):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return found
+
+
+def assert_nothing_left(marker: str, *, timeout_s: float = 10.0) -> None:
+    """Fail, naming them, if processes carrying ``marker`` outlive ``timeout_s``."""
+    try:
+        wait_until(lambda: not with_marker(marker), timeout_s=timeout_s, what="no leftovers")
+    except AssertionError:
+        left = [f"{p.pid} {' '.join(p.cmdline())}" for p in with_marker(marker)]
+        raise AssertionError(f"processes outlived the test: {left}") from None

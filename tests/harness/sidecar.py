@@ -17,8 +17,9 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.harness.processes import MARKER_VAR
+
 READY_TIMEOUT_S = 15.0
-MARKER_VAR = "GLTEST_MARKER"  # inherited by every process a test starts (not GEOLIBRE_*)
 
 
 def launcher_path() -> str:

@@ -33,7 +33,7 @@ from geolibre_env.install_lock import InstallLock
 from geolibre_env.paths import Paths
 
 from tests.conftest import offline_install_env
-from tests.harness.processes import with_marker
+from tests.harness.processes import MARKER_VAR, with_marker
 from tests.harness.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def machine(
         GEOLIBRE_ML_HOME=str(ml_home),
         XDG_CACHE_HOME=str(dev_cache_home),
         PIP_CACHE_DIR=str(tmp_path / "pip-cache"),  # the bootstrap must not touch the real one
-        GEOLIBRE_TEST_MARKER=marker,
+        **{MARKER_VAR: marker},
     )
     yield Machine(ml_home=ml_home, home=home, env=env)
     # uv runs in its own session (so a cancel can stop its tree): a failed test's

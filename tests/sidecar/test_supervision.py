@@ -21,7 +21,8 @@ from geolibre_env.backend_record import BackendRecord, write_record
 from geolibre_env.paths import Paths
 from geolibre_env.process import ProcessIdentity, guard_command
 
-from tests.harness.processes import gone, wait_gone, with_marker
+from tests.harness.processes import assert_nothing_left as assert_leftovers_gone
+from tests.harness.processes import gone, wait_gone
 from tests.harness.sidecar import base_env, kill_app, start_app_with_sidecar
 from tests.harness.waiting import wait_until
 from tests.standin.harness import STANDIN_SCRIPT, free_port, make_png
@@ -50,7 +51,7 @@ def backend_pids(sidecar) -> list[int]:
 def assert_nothing_left(sidecar, marker: str) -> None:
     """Stop the sidecar; nothing it started may survive it."""
     sidecar.terminate()
-    wait_until(lambda: not with_marker(marker), timeout_s=10, what="every test process to exit")
+    assert_leftovers_gone(marker, timeout_s=10)
 
 
 @pytest.fixture
