@@ -2,12 +2,15 @@
 """Development entry point that needs only Python 3.11+ and pip.
 
     python3 dev.py sidecar [launcher flags]   start the sidecar in development mode
+    python3 dev.py geolibre-ml [args]         the env manager's CLI (install, status, doctor, ...)
     python3 dev.py test [pytest args]         run the whole default test suite
     python3 dev.py bench [--quick]            run the benchmarks and print the figures
 
 It finds uv (on PATH, or bootstraps it into .dev/ with pip, no administrator
 rights), syncs the locked environment with the machine's own Python (never
-downloading one), and runs the command in it.
+downloading one), and runs the command in it. On Linux and macOS the command
+takes dev.py's place (same pid), so a signal sent to dev.py reaches it and
+dev.py's exit status is the command's.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ ROOT = Path(__file__).resolve().parent
 BOOTSTRAP = ROOT / ".dev" / "bootstrap"
 UV_REQUIREMENT = "uv>=0.9,<0.14"
 MIN_UV = (0, 9, 0)
+COMMANDS = ("sidecar", "geolibre-ml", "test", "bench")
+# pytest plugin: "no tests ran" (exit 5) is a failure when the whole suite is asked for.
+EMPTY_RUN_FAILS = "tests.harness.empty_run_fails"
 
 
 def say(message: str) -> None:
@@ -82,8 +88,18 @@ def ensure_chromium() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env)
 
 
+def replace_with(argv: list[str], env: dict[str, str]) -> int:
+    """Run ``argv`` in dev.py's place (POSIX exec; ``uv run`` forwards SIGINT and SIGTERM
+    to its child, measured with uv 0.13), so whoever signals our pid reaches the command."""
+    if os.name == "posix":
+        os.chdir(ROOT)
+        os.execve(argv[0], argv, env)
+    # Windows has no exec: Ctrl-C reaches the whole console group, the child included.
+    return subprocess.call(argv, cwd=ROOT, env=env)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("sidecar", "test", "bench"):
+    if not argv or argv[0] not in COMMANDS:
         print(__doc__, file=sys.stderr)
         return 2
     command, rest = argv[0], argv[1:]
@@ -92,12 +108,13 @@ def main(argv: list[str]) -> int:
     subprocess.run([uv, "sync", "--frozen", "--quiet"], cwd=ROOT, env=env, check=True)
     run = [uv, "run", "--frozen", "--no-sync"]
     if command == "sidecar":
-        return subprocess.call([*run, "geolibre-sidecar", "--dev", *rest], cwd=ROOT, env=env)
+        return replace_with([*run, "geolibre-sidecar", "--dev", *rest], env)
+    if command == "geolibre-ml":
+        return replace_with([*run, "geolibre-ml", *rest], env)
     if command == "bench":
-        return subprocess.call([*run, "python", "-m", "tests.benchmarks", *rest], cwd=ROOT, env=env)
+        return replace_with([*run, "python", "-m", "tests.benchmarks", *rest], env)
     ensure_chromium()
-    code = subprocess.call([*run, "pytest", *rest], cwd=ROOT, env=env)
-    return 1 if code == 5 else code  # pytest's 5 means "no tests ran": a failure here
+    return replace_with([*run, "python", "-m", "pytest", "-p", EMPTY_RUN_FAILS, *rest], env)
 
 
 if __name__ == "__main__":
