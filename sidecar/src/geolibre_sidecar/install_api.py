@@ -15,6 +15,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -22,6 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from geolibre_env.errors import GeoLibreError
 from geolibre_env.redact import redact, register_secret
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -35,6 +37,10 @@ MAX_EVENTS = 2000
 CANCEL_GRACE_S = 10.0
 SSE_HEARTBEAT_S = 15.0
 ALLOWED_FIELDS = {"backend", "token", "checkpoint", "bundle", "weights", "force", "build"}
+MAX_TEXT_CHARS = 4096  # longer than any real path, short enough to echo in a message
+# A torch build name: cpu, cu126, rocm6.3, ... (never an option, never a path).
+BUILD_NAME = re.compile(r"[a-z0-9][a-z0-9._+]{0,31}", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -62,6 +68,33 @@ class InstallJob:
         return {}
 
 
+def _text(body: dict[str, Any], name: str, what: str) -> str | None:
+    """The field as clean text: a string the installer's command line can carry unchanged."""
+    value = body.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidField(f"{name} must be {what}.")
+    if len(value) > MAX_TEXT_CHARS:
+        raise InvalidField(f"{name} is longer than {MAX_TEXT_CHARS} characters; it must be {what}.")
+    if _CONTROL.search(value):
+        raise InvalidField(f"{name} contains a control character (such as NUL); it must be {what}.")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(f"{name} is not valid Unicode text; it must be {what}.") from None
+    return value
+
+
+def _path(body: dict[str, Any], name: str, what: str) -> str | None:
+    value = _text(body, name, what)
+    # Absolute only: the sidecar's working folder means nothing to the app, and a
+    # value starting with "-" can then never look like an option.
+    if value is not None and not os.path.isabs(value):
+        raise InvalidField(f"{name} must be an absolute path: {what}.")
+    return value
+
+
 def parse_request(body: Any) -> tuple[list[str], str | None]:
     """The installer's arguments and the token, from the request's JSON body."""
     if body is None:
@@ -80,29 +113,24 @@ def parse_request(body: Any) -> tuple[list[str], str | None]:
         if backend not in ("meta", "transformers"):
             raise InvalidField("backend must be 'meta' or 'transformers'.")
         args += ["--backend", backend]
-    if body.get("build") is not None:
-        if not isinstance(body["build"], str):
-            raise InvalidField("build must be a torch build name such as 'cpu' or 'cu126'.")
-        args += ["--build", body["build"]]
-    if body.get("checkpoint") is not None:
-        if not isinstance(body["checkpoint"], str) or not body["checkpoint"]:
-            raise InvalidField("checkpoint must be the path of a local sam3.pt file.")
-        args += ["--checkpoint", body["checkpoint"]]
-    if body.get("bundle") is not None:
-        if not isinstance(body["bundle"], str) or not body["bundle"]:
-            raise InvalidField(
-                "bundle must be the path of an offline bundle made by `geolibre-ml bundle export`."
-            )
-        args += ["--from", body["bundle"]]
+    # Every value travels as --option=value: whatever it holds, it stays a value.
+    build_what = "a torch build name such as 'cpu' or 'cu126'"
+    if (build := _text(body, "build", build_what)) is not None:
+        if not BUILD_NAME.fullmatch(build):
+            raise InvalidField(f"build must be {build_what}, not {build[:40]!r}.")
+        args.append(f"--build={build}")
+    if checkpoint := _path(body, "checkpoint", "the path of a local sam3.pt file"):
+        args.append(f"--checkpoint={checkpoint}")
+    bundle_what = "the path of an offline bundle made by `geolibre-ml bundle export`"
+    if bundle := _path(body, "bundle", bundle_what):
+        args.append(f"--from={bundle}")
     for flag, name, when in (("--no-weights", "weights", False), ("--force", "force", True)):
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
             raise InvalidField(f"{name} must be true or false.")
         if value is when:
             args.append(flag)
-    token = body.get("token")
-    if token is not None and (not isinstance(token, str) or not token.strip()):
-        raise InvalidField("token must be a Hugging Face access token (a string).")
+    token = _text(body, "token", "a Hugging Face access token (a string)")
     if token:
         register_secret(token.strip())
         args.append("--token-stdin")
@@ -120,6 +148,7 @@ class InstallJobs:
         self.job: InstallJob | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
     def snapshot(self) -> dict[str, Any] | None:
         job = self.job
@@ -141,22 +170,32 @@ class InstallJobs:
         }
 
     async def start(self, body: Any) -> dict[str, Any]:
-        if self.job is not None and self.job.running:
-            raise Conflict("An install is already running; follow it or cancel it first.")
         args, token = parse_request(body)
+        if self._starting.locked() or (self.job is not None and self.job.running):
+            raise Conflict("An install is already running; follow it or cancel it first.")
+        async with self._starting:
+            return await self._spawn(args, token)
+
+    async def _spawn(self, args: list[str], token: str | None) -> dict[str, Any]:
         argv = [sys.executable, "-m", "geolibre_env", "install", "--events",
                 "--parent-pid", str(os.getpid()), *args]  # fmt: skip
         env = dict(self.settings.env.environ)
         env.pop("GEOLIBRE_SIDECAR_TOKEN", None)
+        # The job exists only once its process does: a failed start leaves nothing running.
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+                start_new_session=sys.platform != "win32",
+            )
+        except (OSError, ValueError) as exc:
+            # Our fault, not the request's (which was checked above): a 500 that says so.
+            raise GeoLibreError(f"The installer could not be started: {exc}.") from None
         self.job = job = InstallJob()
-        self._proc = proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=sys.platform != "win32",
-        )
+        self._proc = proc
         job.pid = proc.pid
         assert proc.stdin is not None
         if token:
@@ -228,6 +267,8 @@ class InstallJobs:
 
     @staticmethod
     def _signal(proc: asyncio.subprocess.Process, signum: int) -> None:
+        if proc.returncode is not None:
+            return  # reaped: its pid (and group) may belong to someone else by now
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if sys.platform == "win32":
                 proc.terminate() if signum == signal.SIGTERM else proc.kill()
@@ -240,17 +281,19 @@ class InstallJobs:
         if job is None:
             yield {"event": "end", "state": "none", "id": 0}
             return
-        sent = after
+        # By id, not by position: the list drops middle events once it is long.
+        sent = max(after, 0)
         while True:
-            while sent < len(job.events):
-                sent += 1
-                yield job.events[sent - 1]
-            if not job.running and sent >= len(job.events):
+            pending = [e for e in job.events[-MAX_EVENTS:] if e["id"] > sent]
+            for event in pending:
+                sent = event["id"]
+                yield event
+            if not job.running and not any(e["id"] > sent for e in job.events[-1:]):
                 return
             async with job.changed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(job.changed.wait(), SSE_HEARTBEAT_S)
-            if sent >= len(job.events) and job.running:
+            if job.running and not any(e["id"] > sent for e in job.events[-1:]):
                 yield {"event": "heartbeat"}
 
     async def aclose(self) -> None:
@@ -271,6 +314,8 @@ def _sse(event: dict[str, Any]) -> bytes:
 async def start_install(request: Request) -> Response:
     try:
         body = await request.json() if await request.body() else {}
+    except RecursionError:
+        raise InvalidField("The install request body is nested too deeply to be JSON.") from None
     except ValueError:
         raise InvalidField("The install request body must be JSON.") from None
     jobs: InstallJobs = request.app.state.install_jobs
@@ -289,10 +334,9 @@ async def cancel_install(request: Request) -> Response:
 
 async def install_events(request: Request) -> Response:
     jobs: InstallJobs = request.app.state.install_jobs
-    try:
-        after = int(request.headers.get("last-event-id") or 0)
-    except ValueError:
-        after = 0
+    raw = request.headers.get("last-event-id", "").strip()
+    # Event ids are positive; anything else (negative, huge, garbage) replays from the start.
+    after = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
 
     async def stream() -> AsyncIterator[bytes]:
         async for event in jobs.events(after):
