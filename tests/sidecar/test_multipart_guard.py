@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import email.parser
+import email.policy
+
 import pytest
-from geolibre_sidecar.errors import BadRequest, InvalidField
-from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of
+from geolibre_sidecar.errors import BadRequest, InvalidField, NotSupportedHere
+from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of, form_part
+from geolibre_sidecar.sam3_modes import from_record
 
 BOUNDARY = "----geolibreTestBoundary7MA4YWxkTrZu0gW"
 
@@ -60,7 +64,21 @@ def test_byte_by_byte_feeding_gives_the_same_result():
         ("text", [part("file", b"x", "a.tif")], "Field 'prompt' is required"),
         ("text", [part("file", b"x", "a.tif"), part("prompt", b"  ")], "Field 'prompt' is empty"),
         ("text", [part("file", b"", "a.tif"), part("prompt", b"t")], "uploaded file is empty"),
-        ("text", [part("file", b"x", "a.tif"), part("promt", b"t")], "Unknown field 'promt'"),
+        (
+            "text",
+            [part("file", b"x", "a.tif"), part("promt", b"t")],
+            "Field 'prompt' is required .*ignores fields it does not know, like 'promt'",
+        ),
+        (
+            "text",
+            [part("file", b"x", "a"), part("file", b"y", "b"), part("prompt", b"t")],
+            "Field 'file' was sent more than once",
+        ),
+        (
+            "text",
+            [part("file", b"x", "a"), part("prompt", b"t"), part("note", b"n" * 70_000)],
+            "Field 'note' is too long",
+        ),
         ("text", [part("file", b"x"), part("prompt", b"t")], "must be a file upload"),
         ("text", [part("file", b"x", "a"), part("prompt", b"t", "p.txt")], "must be text"),
         (
@@ -127,3 +145,104 @@ def test_boundary_parsing():
         boundary_of("application/json")
     with pytest.raises(BadRequest, match="boundary"):
         boundary_of("multipart/form-data")
+
+
+# What GeoLibre's app sends (mlSegment): model_version and output_format in every mode.
+APP_TEXT = body(
+    part("file", TRICKY_FILE, "scene.tif"),
+    part("model_version", b"sam3"),
+    part("output_format", b"geojson"),
+    part("prompt", b"trees"),
+    part("confidence_threshold", b"0.4"),
+    part("client_note", b"samgeo-api ignores this"),
+    part("extra_file", b"ignored bytes", "notes.txt"),
+)
+
+
+def test_fields_samgeo_api_does_not_know_are_forwarded_not_refused():
+    for cut in range(0, len(APP_TEXT) + 1, 11):
+        summary = run(APP_TEXT, "text", [cut])
+        assert summary.fields == {
+            "output_format": "geojson", "prompt": "trees", "confidence_threshold": "0.4"
+        }  # fmt: skip
+        assert summary.ignored == ["model_version", "client_note", "extra_file"]
+        assert summary.file_name == "scene.tif", "an unknown file part is not the image"
+        assert summary.file_bytes == len(TRICKY_FILE)
+
+
+def forward(data: bytes, cuts: list[int], guard: MultipartGuard) -> tuple[bytes, bytes]:
+    """What the proxy may send before finish(), and the rest (as the proxy splits it)."""
+    sent = b""
+    start = 0
+    for cut in [*cuts, len(data)]:
+        guard.feed(data[start:cut])
+        start = cut
+        assert guard.forwardable >= len(sent), "forwardable never goes back"
+        sent = data[: guard.forwardable]
+    return sent, data[len(sent) :]
+
+
+def parse_form(data: bytes) -> list[tuple[str, bytes]]:
+    """The parts as the standard library's MIME parser reads them (not our guard)."""
+    head = f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n\r\n".encode()
+    message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + data)
+    assert message.is_multipart() and not message.defects, message.defects
+    return [(p.get_param("name", header="content-disposition"), p.get_payload(decode=True))
+            for p in message.iter_parts()]  # fmt: skip
+
+
+def test_the_closing_boundary_is_never_forwarded_before_finish_for_any_split():
+    closing = len(APP_TEXT) - len(f"\r\n--{BOUNDARY}--\r\n")
+    for first in range(0, len(APP_TEXT) + 1, 13):
+        for second in (first, first + 1, first + 5, len(APP_TEXT) - 1):
+            cuts = sorted({first, min(second, len(APP_TEXT))})
+            guard = MultipartGuard(BOUNDARY.encode(), "text")
+            sent, _rest = forward(APP_TEXT, cuts, guard)
+            guard.finish()
+            assert len(sent) <= closing < len(APP_TEXT)
+            assert guard.closing_offset == closing
+
+
+def test_a_part_inserted_at_the_closing_offset_makes_a_valid_form_with_it_last():
+    byte_by_byte = list(range(1, len(APP_TEXT)))
+    for cuts in ([], [len(APP_TEXT) - 3], [len(APP_TEXT) - 20], byte_by_byte):
+        guard = MultipartGuard(BOUNDARY.encode(), "text")
+        sent, rest = forward(APP_TEXT, cuts, guard)
+        guard.finish()
+        cut = guard.closing_offset - len(sent)
+        extra = form_part(BOUNDARY.encode(), "backend", "transformers")
+        forwarded = sent + rest[:cut] + extra + rest[cut:]
+        assert len(forwarded) == len(APP_TEXT) + len(extra)
+        parts = parse_form(forwarded)
+        assert parts[-1] == ("backend", b"transformers")
+        assert parts[:-1] == parse_form(APP_TEXT), "the client's parts are unchanged"
+        # And our own guard accepts it again, the backend field now known.
+        assert run(forwarded, "text", []).fields["backend"] == "transformers"
+
+
+def test_an_epilogue_is_held_back_but_not_without_limit():
+    data = APP_TEXT + b"\r\nepilogue"
+    guard = MultipartGuard(BOUNDARY.encode(), "text")
+    sent, _rest = forward(data, [len(data) - 4], guard)
+    assert len(sent) == guard.closing_offset
+    with pytest.raises(BadRequest, match="long after its closing boundary"):
+        run(APP_TEXT + b"x" * 70_000, "text", [])
+
+
+CPU_ENV = {"sam3_backend": "transformers", "cuda_working": False, "build": "cu130"}
+
+
+def test_an_explicit_meta_backend_is_refused_where_cuda_does_not_work():
+    here = from_record(CPU_ENV)
+    data = body(part("file", b"x", "a"), part("backend", b"meta"), part("prompt", b"t"))
+    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=here.vet)
+    with pytest.raises(NotSupportedHere, match="backend=meta cannot run on this computer"):
+        guard.feed(data)
+    explicit = body(part("file", b"x", "a"), part("backend", b"transformers"), part("prompt", b"t"))
+    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=here.vet)
+    guard.feed(explicit)
+    assert guard.finish().fields["backend"] == "transformers"
+    gpu = from_record({"sam3_backend": "meta", "cuda_working": True})
+    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=gpu.vet)
+    guard.feed(data)
+    assert guard.finish().fields["backend"] == "meta"

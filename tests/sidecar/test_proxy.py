@@ -126,8 +126,13 @@ MULTIPART = "multipart/form-data; boundary=XyZ"
         (MULTIPART, b"--XyZ\r\nbroken", 400, "ended early"),
         (MULTIPART, b'--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nt\r\n--XyZ--',
          422, "Field 'file' is required"),
-        (MULTIPART, b'--XyZ\r\nContent-Disposition: form-data; name="confidence"\r\n\r\n1\r\n'
-         b"--XyZ--", 422, "Unknown field 'confidence'"),
+        (MULTIPART, b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+         b'\r\npng\r\n--XyZ\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nt\r\n'
+         b'--XyZ\r\nContent-Disposition: form-data; name="confidence_threshold"\r\n\r\nhigh\r\n'
+         b"--XyZ--", 422, "Field 'confidence_threshold' must be a number"),
+        (MULTIPART, b'--XyZ\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+         b'\r\npng\r\n--XyZ\r\nContent-Disposition: form-data; name="file"; filename="b.png"'
+         b"\r\n\r\npng\r\n--XyZ--", 422, "Field 'file' was sent more than once"),
     ],
 )  # fmt: skip
 def test_bad_input_is_refused_and_nothing_reaches_the_backend(

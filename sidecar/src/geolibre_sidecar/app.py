@@ -32,6 +32,7 @@ from geolibre_sidecar.install_api import (
     start_install,
 )
 from geolibre_sidecar.proxy import SegmentProxy
+from geolibre_sidecar.sam3_modes import Sam3Policy
 from geolibre_sidecar.security import HostGuard, TokenAuth
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.status import StatusSources, build_status
@@ -145,7 +146,8 @@ def create_app(
         upstream = UpstreamClient(
             connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=settings.upstream_timeout_s
         )
-        app.state.proxy = SegmentProxy(settings, backend, upstream)
+        sam3 = Sam3Policy(settings)
+        app.state.proxy = SegmentProxy(settings, backend, upstream, sam3)
         facts = EnvironmentInfo(settings.env, managed=backend.mode == "managed")
 
         async def after_install() -> None:
@@ -154,7 +156,7 @@ def create_app(
 
         app.state.install_jobs = jobs = InstallJobs(settings, on_success=after_install)
         app.state.status_sources = StatusSources(
-            settings=settings, backend=backend, install=jobs, environment=facts
+            settings=settings, backend=backend, install=jobs, environment=facts, sam3=sam3
         )
         await backend.startup()
         # Not awaited: GPU detection must not delay the ready line.

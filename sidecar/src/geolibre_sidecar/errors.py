@@ -1,8 +1,9 @@
 """The sidecar's errors and the one table that maps every error to an HTTP status.
 
 The status says whose fault it is: 4xx the request (nothing was forwarded),
-502 the backend broke mid-request, 503 there is no backend (and why), 504 the
-backend took too long. The body is always ``{"detail": "..."}``.
+501 this computer cannot run what was asked, 502 the backend broke mid-request,
+503 there is no backend (and why), 504 the backend took too long. The body is
+always ``{"detail": "..."}``.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class Conflict(SidecarError):
     """The request conflicts with something in progress (an install)."""
 
 
+class NotSupportedHere(SidecarError):
+    """A valid request this computer cannot serve (SAM 3's meta implementation without
+    CUDA): not the request's fault, and not temporary, so neither 4xx nor 503."""
+
+
 STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (BadRequest, 400),
     (Unauthorized, 401),
@@ -76,6 +82,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidField, 422),
     (TooManyRequests, 429),
     (Conflict, 409),
+    (NotSupportedHere, 501),
     (BackendBroke, 502),
     (BackendUnavailable, 503),
     (BackendTimeout, 504),

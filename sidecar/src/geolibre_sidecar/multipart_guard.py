@@ -2,14 +2,19 @@
 
 The proxy feeds every chunk it forwards; file data is only counted, text
 fields are kept (they are small) and checked against
-:mod:`geolibre_sidecar.segment_fields` the moment each part ends. The proxy
-holds back the last chunk until :meth:`MultipartGuard.finish` passes, so the
-backend never receives a complete request that we would have refused.
+:mod:`geolibre_sidecar.segment_fields` the moment each part ends. Fields
+samgeo-api does not know are forwarded untouched, as FastAPI ignores them
+(GeoLibre's app sends ``model_version`` to every mode). The proxy forwards only
+up to :attr:`MultipartGuard.forwardable`, which never includes the closing
+boundary, until :meth:`MultipartGuard.finish` passes: the backend never receives
+a complete request that we would have refused, and a part can still be added
+before that boundary (:func:`form_part`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum, auto
 
@@ -39,14 +44,24 @@ class FormSummary:
     fields: dict[str, str] = field(default_factory=dict)
     file_name: str | None = None
     file_bytes: int = 0
+    ignored: list[str] = field(default_factory=list)  # unknown to samgeo-api, forwarded
 
 
 @dataclass
 class _Part:
     name: str
     filename: str | None
+    known: bool = True
     size: int = 0
     value: bytearray = field(default_factory=bytearray)
+
+
+def form_part(boundary: bytes, name: str, value: str) -> bytes:
+    """One text part, RFC 7578 framing, to insert just before the closing delimiter."""
+    return (
+        b"\r\n--" + boundary + b'\r\nContent-Disposition: form-data; name="'
+        + name.encode("ascii") + b'"\r\n\r\n' + value.encode("utf-8")
+    )  # fmt: skip
 
 
 def header_params(value: str) -> tuple[str, dict[str, str]]:
@@ -81,9 +96,18 @@ def boundary_of(content_type: str) -> bytes:
 class MultipartGuard:
     """An incremental multipart parser that only validates."""
 
-    def __init__(self, boundary: bytes, endpoint: str) -> None:
+    def __init__(
+        self,
+        boundary: bytes,
+        endpoint: str,
+        *,
+        vet: Callable[[str, str], None] | None = None,
+    ) -> None:
+        """``vet(name, value)`` may raise a :class:`SidecarError` for a known text field
+        that is well-formed but cannot be served here (e.g. ``backend=meta`` without CUDA)."""
         self.endpoint = endpoint
         self._fields = field_table(endpoint)
+        self._vet = vet
         self._first_delimiter = b"--" + boundary
         self._delimiter = b"\r\n--" + boundary
         self._state = _State.PREAMBLE
@@ -91,10 +115,31 @@ class MultipartGuard:
         self._part: _Part | None = None
         self._seen: set[str] = set()
         self._preamble_bytes = 0
+        self._fed = 0
+        self._delimiter_at = 0  # stream offset where the latest delimiter starts
         self.summary = FormSummary()
+
+    @property
+    def forwardable(self) -> int:
+        """How many bytes of the stream may go to the backend now.
+
+        Never the delimiter just found (it may be the closing one) nor bytes not
+        yet scanned (they may start it): the closing boundary stays here until
+        :meth:`finish` has passed, and a part can be inserted before it.
+        """
+        if self._state in (_State.AFTER_DELIMITER, _State.END):
+            return self._delimiter_at
+        return self._fed - len(self._pending)
+
+    @property
+    def closing_offset(self) -> int:
+        """Stream offset of the closing delimiter (valid once :meth:`finish` passed)."""
+        return self._delimiter_at
 
     def feed(self, chunk: bytes) -> None:
         """Consume the next chunk; raises a :class:`SidecarError` on bad input."""
+        base = self._fed - len(self._pending)  # stream offset of data[0]
+        self._fed += len(chunk)
         data = self._pending + chunk if self._pending else chunk
         pos = 0
         while True:
@@ -109,6 +154,7 @@ class MultipartGuard:
                     pos = max(pos, len(data) - keep)
                     break
                 pos = index + len(self._first_delimiter)
+                self._delimiter_at = base + index
                 self._state = _State.AFTER_DELIMITER
             elif state is _State.AFTER_DELIMITER:
                 if len(data) - pos < 2:
@@ -140,8 +186,12 @@ class MultipartGuard:
                     break
                 self._end_part()
                 pos = index + len(self._delimiter)
+                self._delimiter_at = base + index
                 self._state = _State.AFTER_DELIMITER
-            else:  # END: the epilogue is ignored, as RFC 2046 says
+            else:  # END: the epilogue is ignored, as RFC 2046 says, but it is held
+                self._preamble_bytes += len(data) - pos  # back with the closing boundary
+                if self._preamble_bytes > MAX_PREAMBLE_BYTES:
+                    raise BadRequest("The body goes on long after its closing boundary.")
                 pos = len(data)
                 break
         self._pending = data[pos:]
@@ -153,7 +203,11 @@ class MultipartGuard:
         for spec in self._fields.values():
             if spec.required and spec.name not in self._seen:
                 hint = f" ({spec.what})" if spec.what else ""
-                raise InvalidField(f"Field '{spec.name}' is required{hint}.")
+                also = ""
+                if self.summary.ignored:  # most likely a typo of this one
+                    ignored = ", ".join(f"'{name}'" for name in self.summary.ignored)
+                    also = f"; samgeo-api ignores fields it does not know, like {ignored}"
+                raise InvalidField(f"Field '{spec.name}' is required{hint}{also}.")
         if self.endpoint == "predict" and not (
             self.summary.fields.get("point_coords") or self.summary.fields.get("boxes")
         ):
@@ -173,14 +227,14 @@ class MultipartGuard:
         if kind != "form-data" or not name:
             raise BadRequest("A multipart part has no Content-Disposition name.")
         filename = params.get("filename")
+        is_file = isinstance(filename, str)
         spec = self._fields.get(name)
         if spec is None:
-            known = ", ".join(sorted(self._fields))
-            raise InvalidField(f"Unknown field '{name}' for /segment/{self.endpoint}; "
-                               f"expected one of: {known}.")  # fmt: skip
+            # samgeo-api (FastAPI) ignores fields it does not know: so do we.
+            self.summary.ignored.append(name)
+            return _Part(name=name, filename=filename if is_file else None, known=False)
         if name in self._seen:
             raise InvalidField(f"Field '{name}' was sent more than once.")
-        is_file = isinstance(filename, str)
         if spec.type == "file" and not is_file:
             raise InvalidField(f"Field '{name}' must be a file upload ({spec.what}).")
         if spec.type != "file" and is_file:
@@ -195,12 +249,15 @@ class MultipartGuard:
         if part.filename is None:
             if part.size > MAX_FIELD_BYTES:
                 raise InvalidField(f"Field '{part.name}' is too long.")
-            part.value += data[start:end]
+            if part.known:
+                part.value += data[start:end]
 
     def _end_part(self) -> None:
         part = self._part
         assert part is not None
         self._part = None
+        if not part.known:
+            return
         if part.filename is not None:
             if part.size == 0:
                 raise InvalidField("The uploaded file is empty.")
@@ -214,7 +271,9 @@ class MultipartGuard:
         problem = check_value(spec, value)
         if problem:
             raise InvalidField(problem)
+        if self._vet is not None:
+            self._vet(part.name, value)
         self.summary.fields[part.name] = value
 
 
-__all__ = ["FormSummary", "MultipartGuard", "SidecarError", "boundary_of"]
+__all__ = ["FormSummary", "MultipartGuard", "SidecarError", "boundary_of", "form_part"]

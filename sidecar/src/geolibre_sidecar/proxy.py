@@ -32,7 +32,8 @@ from geolibre_sidecar.errors import (
     error_response,
 )
 from geolibre_sidecar.model_variants import variant_key
-from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of
+from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of, form_part
+from geolibre_sidecar.sam3_modes import Sam3Here, Sam3Policy
 from geolibre_sidecar.segment_fields import ENDPOINT_FIELDS
 from geolibre_sidecar.settings import MIB, SidecarSettings
 from geolibre_sidecar.upstream import UpstreamClient, UpstreamError, UpstreamResponse
@@ -109,11 +110,16 @@ class SegmentProxy:
     """Forwards segment requests to the backend; owns the in-flight cap."""
 
     def __init__(
-        self, settings: SidecarSettings, backend: Backend, upstream: UpstreamClient
+        self,
+        settings: SidecarSettings,
+        backend: Backend,
+        upstream: UpstreamClient,
+        sam3: Sam3Policy | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.upstream = upstream
+        self.sam3 = sam3 or Sam3Policy(settings)
         self.in_flight = 0
 
     async def __call__(self, request: Request) -> Response:
@@ -123,6 +129,9 @@ class SegmentProxy:
                 {"detail": f"Unknown segmentation mode {mode!r}; use text, automatic or predict."},
                 status_code=404,
             )
+        here = self.sam3.current()
+        if refusal := here.refusal(mode):
+            raise refusal
         boundary = boundary_of(request.headers.get("content-type", ""))
         length = self._declared_length(request)
         if self.in_flight >= self.settings.max_in_flight:
@@ -138,7 +147,7 @@ class SegmentProxy:
             request_scope = self.backend.request()
             await request_scope.__aenter__()
             release = self._releaser(request_scope)
-            response = await self._forward(request, mode, url, boundary, length, release)
+            response = await self._forward(request, mode, url, boundary, length, release, here)
         except BaseException:
             await release()
             raise
@@ -190,9 +199,15 @@ class SegmentProxy:
         boundary: bytes,
         length: int | None,
         release: Release,
+        here: Sam3Here,
     ) -> Response:
         started = time.monotonic()
-        guard = MultipartGuard(boundary, mode)
+        guard = MultipartGuard(boundary, mode, vet=here.vet)
+        # A text request without `backend` gets the implementation installed for this
+        # computer (samgeo-api's own default, meta, needs CUDA). Whether it lacks one is
+        # known only at the end, after the head went out: so no Content-Length then.
+        default_backend = here.default if mode == "text" else None
+        forwarded_length = None if default_backend else length
         body_done = asyncio.Event()
         received_all = False
         sent = 0
@@ -210,21 +225,43 @@ class SegmentProxy:
                     yield chunk
 
         async def upload() -> AsyncIterator[bytes]:
+            # Everything the guard allows goes out at once, except that the newest
+            # chunk waits for the next one (whole chunks, no copies, when they are
+            # large); the closing boundary waits for guard.finish().
             nonlocal sent
-            held: bytes | None = None
+            held = b""
+            held_at = 0  # stream offset of held[0]
             limit = self.settings.max_upload_bytes if length is None else length
             async for chunk in body():
                 sent += len(chunk)
                 if sent > limit:
                     raise self._too_large()
                 guard.feed(chunk)
-                if held is not None:
-                    yield held
-                held = chunk
+                ready = max(0, guard.forwardable - held_at)
+                if ready >= len(held):
+                    if held:
+                        yield held
+                    held_at += len(held)
+                    held = chunk
+                else:
+                    if ready > 0:
+                        yield held[:ready]
+                    held, held_at = held[ready:] + chunk, held_at + ready
             summary = guard.finish()
-            await self._before_release(mode, summary.fields)
+            fields = summary.fields
+            if default_backend and not fields.get("backend", "").strip():
+                cut = guard.closing_offset - held_at
+                held = held[:cut] + form_part(boundary, "backend", default_backend) + held[cut:]
+                fields = {**fields, "backend": default_backend}
+                log.info("POST /ml/segment/text: no backend field; added %s", default_backend)
+            if summary.ignored:
+                log.info(
+                    "POST /ml/segment/%s: forwarding fields samgeo-api ignores: %s",
+                    mode, ", ".join(summary.ignored),
+                )  # fmt: skip
+            await self._before_release(mode, fields)
             body_done.set()
-            if held is not None:
+            if held:
                 yield held
 
         post = self.upstream.post(
@@ -232,7 +269,7 @@ class SegmentProxy:
             f"/segment/{mode}",
             headers=[(b"content-type", request.headers["content-type"].encode("latin-1"))],
             body=upload(),
-            content_length=length,
+            content_length=forwarded_length,
         )
         send = asyncio.create_task(post)
         watcher = asyncio.create_task(self._client_left(request, body_done))

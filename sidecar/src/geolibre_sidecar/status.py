@@ -33,6 +33,7 @@ class StatusSources:
     started_at: float = field(default_factory=time.time)
     install: Any = None  # geolibre_sidecar.install_api.InstallJobs
     environment: Any = None  # geolibre_sidecar.environment_info.EnvironmentInfo
+    sam3: Any = None  # geolibre_sidecar.sam3_modes.Sam3Policy
 
 
 def _installed(sources: StatusSources) -> bool:
@@ -113,9 +114,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         "available": available,
         "default_model": settings.default_model,
         "message": message,
-        "url": backend.public_url if available else None,
-        "version": backend.health.version if available else None,
-        "models": backend.health.models if available else None,
+        **(_answering(backend) if available else {}),
         # Ours.
         "state": "installing" if installing and not available else state,
         "installed": installed,
@@ -124,9 +123,29 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         "accelerator": accelerator,
         "weights": weights,
         "hints": hints,
+        "loaded_models": _samgeo_models(backend).get("loaded") if available else None,
+        "modes": sources.sam3.current().modes() if sources.sam3 is not None else None,
         "sidecar": {
             "version": __version__,
             "pid": os.getpid(),
             "uptime_s": round(time.time() - sources.started_at, 1),
         },
     }
+
+
+def _samgeo_models(backend: Backend) -> dict[str, Any]:
+    """samgeo-api's last ``/models`` answer (fetched at start and after a cache clear)."""
+    models = backend.health.models
+    return models if isinstance(models, dict) else {}
+
+
+def _answering(backend: Backend) -> dict[str, Any]:
+    """GeoLibre's optional keys, present only while the backend answers, as its own
+    sidecar sends them: ``models`` is the inner object of samgeo-api's ``/models``
+    (version -> model ids), which the app types as ``Record<string, string[]>``."""
+    keys = {
+        "url": backend.public_url,
+        "version": backend.health.version,
+        "models": _samgeo_models(backend).get("models"),
+    }
+    return {key: value for key, value in keys.items() if value is not None}

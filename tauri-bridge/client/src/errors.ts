@@ -11,8 +11,9 @@ export type SidecarErrorKind =
   | "not-found" // 404: on a segment route, samgeo-api found no objects
   | "conflict" // 409: e.g. an install is already running
   | "too-large" // 413: upload over GEOLIBRE_ML_MAX_UPLOAD_MB
-  | "invalid" // 422: a field is unknown, missing or malformed
+  | "invalid" // 422: a field is missing or malformed
   | "too-many" // 429: too many segmentations in flight
+  | "not-supported-here" // 501: this computer cannot run it (SAM 3's meta implementation needs CUDA)
   | "backend-broke" // 502: the backend failed mid-request
   | "unavailable" // 503: no backend; `detail` says why and what to do
   | "timeout" // 504: the backend took too long
@@ -29,6 +30,7 @@ const KIND_BY_STATUS: Readonly<Record<number, SidecarErrorKind>> = {
   413: "too-large",
   422: "invalid",
   429: "too-many",
+  501: "not-supported-here",
   502: "backend-broke",
   503: "unavailable",
   504: "timeout",

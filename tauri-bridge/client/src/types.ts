@@ -118,14 +118,30 @@ export interface ModelsResponse {
   [key: string]: unknown;
 }
 
-/** `GET /ml/status`: GeoLibre's keys first, then the sidecar's own. */
+/** Whether a segment endpoint can work on this computer (`modes` in /ml/status). */
+export interface ModeSupport {
+  /** null: unknown (a backend the sidecar did not install; requests go through unchanged). */
+  works: boolean | null;
+  /** The SAM 3 implementation that serves it: "meta" needs CUDA, "transformers" runs anywhere. */
+  implementation: "meta" | "transformers" | null;
+  detail: string;
+}
+
+/**
+ * `GET /ml/status`: GeoLibre's keys first, typed as the app types them (its
+ * `MlStatus`, so a value of this type can be used wherever the app's is), then
+ * the sidecar's own.
+ */
 export interface MlStatus {
   available: boolean;
   default_model: string;
   message: string;
-  url: string | null;
-  version: string | null;
-  models: ModelsResponse | null;
+  /** Present only while the backend answers (credentials removed). */
+  url?: string;
+  /** samgeo-api's version; present only while the backend answers. */
+  version?: string;
+  /** samgeo-api's model ids per version (the inner object of its /models); only while it answers. */
+  models?: Record<string, string[]>;
   state: MlState;
   installed: boolean;
   backend: BackendSnapshot;
@@ -133,6 +149,10 @@ export interface MlStatus {
   accelerator: AcceleratorFacts | null;
   weights: WeightsFacts | null;
   hints: string[];
+  /** samgeo-api's `loaded` list from its last /models answer (start, cache clear); null while it does not answer. */
+  loaded_models: JsonValue[][] | null;
+  /** Per segment endpoint, whether it can work here; null only from an older sidecar. */
+  modes: { text: ModeSupport; automatic: ModeSupport; predict: ModeSupport } | null;
   sidecar: { version: string; pid: number; uptime_s: number };
 }
 

@@ -57,7 +57,8 @@ test("status has GeoLibre's keys and the sidecar's, typed", async () => {
   assert.equal(status.available, false);
   assert.equal(status.default_model, "sam3");
   assert.match(status.message, /not running/);
-  assert.equal(status.url, null);
+  assert.equal(status.url, undefined, "GeoLibre's optional keys are absent, not null");
+  assert.equal(status.models, undefined);
   assert.equal(status.state, "stopped");
   assert.equal(status.installed, true, "GEOLIBRE_ML_SAMGEO_CMD counts as installed");
   assert.equal(status.backend.mode, "managed");
@@ -65,14 +66,7 @@ test("status has GeoLibre's keys and the sidecar's, typed", async () => {
   assert.equal(status.install, null);
   assert.ok(status.hints.some((hint) => hint.includes("Start server")));
   assert.equal(status.sidecar.pid, sidecar.connection?.pid);
-  assert.deepEqual(Object.keys(status).slice(0, 6), [
-    "available",
-    "default_model",
-    "message",
-    "url",
-    "version",
-    "models",
-  ]);
+  assert.deepEqual(Object.keys(status).slice(0, 3), ["available", "default_model", "message"]);
 });
 
 test("models without a backend is a 503 that says what to do", async () => {
@@ -89,6 +83,15 @@ test("start server, then models and status show the backend", async () => {
   assert.equal(started.state, "ready");
   assert.match(started.url ?? "", /^http:\/\/127\.0\.0\.1:\d+$/);
   assert.equal(started.version, "1.4.2");
+  assert.ok(started.models?.["sam3"]?.includes("facebook/sam3"), "models as GeoLibre's sidecar fills it");
+  assert.deepEqual(Object.keys(started).slice(0, 6), [
+    "available",
+    "default_model",
+    "message",
+    "url",
+    "version",
+    "models",
+  ]);
   const models = await client.models();
   assert.ok(models.models["sam3"]?.includes("facebook/sam3"));
 });
