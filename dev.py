@@ -88,14 +88,17 @@ def ensure_chromium() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env)
 
 
-def replace_with(argv: list[str], env: dict[str, str]) -> int:
+def replace_with(argv: list[str], env: dict[str, str], *, in_root: bool) -> int:
     """Run ``argv`` in dev.py's place (POSIX exec; ``uv run`` forwards SIGINT and SIGTERM
-    to its child, measured with uv 0.13), so whoever signals our pid reaches the command."""
+    to its child, measured with uv 0.13), so whoever signals our pid reaches the command.
+    ``in_root``: run it from the repository; otherwise from the caller's folder, so
+    relative paths on its command line mean what the person typing them meant."""
+    cwd = ROOT if in_root else Path.cwd()
     if os.name == "posix":
-        os.chdir(ROOT)
+        os.chdir(cwd)
         os.execve(argv[0], argv, env)
     # Windows has no exec: Ctrl-C reaches the whole console group, the child included.
-    return subprocess.call(argv, cwd=ROOT, env=env)
+    return subprocess.call(argv, cwd=cwd, env=env)
 
 
 def main(argv: list[str]) -> int:
@@ -106,15 +109,16 @@ def main(argv: list[str]) -> int:
     uv = find_or_bootstrap_uv()
     env = environment()
     subprocess.run([uv, "sync", "--frozen", "--quiet"], cwd=ROOT, env=env, check=True)
-    run = [uv, "run", "--frozen", "--no-sync"]
+    run = [uv, "run", "--frozen", "--no-sync", "--project", str(ROOT)]
     if command == "sidecar":
-        return replace_with([*run, "geolibre-sidecar", "--dev", *rest], env)
+        return replace_with([*run, "geolibre-sidecar", "--dev", *rest], env, in_root=False)
     if command == "geolibre-ml":
-        return replace_with([*run, "geolibre-ml", *rest], env)
+        return replace_with([*run, "geolibre-ml", *rest], env, in_root=False)
     if command == "bench":
-        return replace_with([*run, "python", "-m", "tests.benchmarks", *rest], env)
+        return replace_with([*run, "python", "-m", "tests.benchmarks", *rest], env, in_root=True)
     ensure_chromium()
-    return replace_with([*run, "python", "-m", "pytest", "-p", EMPTY_RUN_FAILS, *rest], env)
+    pytest = [*run, "python", "-m", "pytest", "-p", EMPTY_RUN_FAILS, *rest]
+    return replace_with(pytest, env, in_root=True)
 
 
 if __name__ == "__main__":
