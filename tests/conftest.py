@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+from geolibre_env.model_env import active_environment
+from geolibre_env.paths import Paths
 
 from tests.harness.processes import with_marker
-from tests.harness.sidecar import Sidecar, start_sidecar
+from tests.harness.sidecar import Sidecar, base_env, start_sidecar
 from tests.standin.wheelhouse import build_wheelhouse
 
 CLOSED_HUB = "http://127.0.0.1:9"  # nothing listens: a weights step fails fast, offline
@@ -27,6 +31,32 @@ def offline_install_env(wheelhouse: Path, uv_cache: Path) -> dict[str, str]:
         "UV_CACHE_DIR": str(uv_cache),
         "HF_ENDPOINT": CLOSED_HUB,
     }
+
+
+def install_offline(
+    home: Path,
+    wheelhouse: Path,
+    uv_cache: Path,
+    marker: str,
+    *,
+    hub: tuple[str, str] | None = None,
+) -> dict:
+    """``geolibre-ml install`` for real (uv, verify, switch) from the stand-in wheelhouse,
+    as on a computer without an NVIDIA GPU, with the weights from ``hub`` (its URL and a
+    token) or none; returns the installed environment's record."""
+    env = base_env(home, marker, offline_install_env(wheelhouse, uv_cache))
+    env["GEOLIBRE_ML_NVIDIA_SMI"] = "/nonexistent/nvidia-smi"
+    args = [sys.executable, "-m", "geolibre_env", "install", "--json", "--no-weights"]
+    if hub is not None:
+        env["HF_ENDPOINT"] = hub[0]
+        args[-1:] = ["--token-stdin"]
+    proc = subprocess.run(
+        args, env=env, input=hub[1] if hub else "", capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    active = active_environment(Paths.resolve(home))
+    assert active is not None, proc.stdout[-3000:]
+    return active.record
 
 
 @pytest.fixture(scope="session")

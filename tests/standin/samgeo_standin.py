@@ -655,6 +655,8 @@ class Upload:
 class Form:
     fields: dict[str, str] = dataclasses.field(default_factory=dict)
     files: dict[str, Upload] = dataclasses.field(default_factory=dict)
+    # Every part's name in arrival order, repeats included (a dict keeps only the last).
+    part_names: list[str] = dataclasses.field(default_factory=list)
 
 
 _PARAM = re.compile(r';\s*([\w*.-]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
@@ -721,6 +723,7 @@ class _Part:
         self.upload.size += len(data)
 
     async def finish(self, form: Form) -> None:
+        form.part_names.append(self.name)
         if self.upload is None:
             form.fields[self.name] = self.value.decode("utf-8", errors="replace")
             return
@@ -1286,6 +1289,7 @@ class App:
                 "filename": upload.filename,
                 "content_type": upload.content_type,
                 "fields": form.fields,
+                "part_names": form.part_names,
             },
             "values": {name: value for name, value in values.items() if name != "file"},
             "model": list(key),
