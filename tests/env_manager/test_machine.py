@@ -213,8 +213,9 @@ def recorded_machine(fixture: str, *, os: str = "linux", legacy: bool = False) -
         ("nvidia-smi-rtx5090-575.csv", "linux", False, "cu128", "cu126 has no kernels for"),
         ("nvidia-smi-windows-4070.csv", "windows", False, "cu126", "on Windows"),
         ("nvidia-smi-laptop-na.csv", "linux", False, "cu126", "GeForce RTX 3050 Laptop GPU (8.6)"),
-        ("nvidia-smi-470-k80-legacy.csv", "linux", True, "cpu", "too old for current PyTorch"),
-        ("nvidia-smi-470-gtx1080-legacy.csv", "linux", True, "cpu", "needs 525.60.13 or newer"),
+        # No CUDA build fits: the package index's cu130 wheel, running on the CPU.
+        ("nvidia-smi-470-k80-legacy.csv", "linux", True, "cu130", "too old for current PyTorch"),
+        ("nvidia-smi-470-gtx1080-legacy.csv", "linux", True, "cu130", "needs 525.60.13 or newer"),
     ],
 )
 def test_recorded_machines_get_the_expected_build(fixture, os, legacy, build, words):
@@ -227,7 +228,7 @@ def test_a_capability_that_does_not_parse_counts_as_unknown():
     odd = recorded_machine("nvidia-smi-2xa100-550.csv")
     odd = Machine.from_dict({**odd.to_dict(), "gpus": [Gpu(0, "Odd", "580.65.06", "8").to_dict()]})
     plan = make_plan(odd, SPEC, SETTINGS)
-    assert plan.torch_build.name == "cpu" and "could not be read" in plan.reason("torch")
+    assert not plan.gpu_ready and "could not be read" in plan.reason("torch")
 
 
 # ---------------------------------------------------------------------------

@@ -8,6 +8,7 @@ order of the builds) fails here.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,10 @@ from geolibre_env.plan import (
     ExistingEnv,
     InstallPlan,
     make_plan,
+    source_targets,
 )
 from geolibre_env.settings import EnvSettings
+from geolibre_env.source_check import SourceAnswer
 from geolibre_env.spec import load_spec
 
 SPEC = load_spec()
@@ -92,10 +95,13 @@ def win(driver: str) -> Machine:
     return machine("8.6", driver=driver, os="windows")
 
 
-# (id, machine, torch build, SAM 3 backend, can run SAM 3, Python minor)
+# (id, machine, torch build installed, SAM 3 backend, can run SAM 3, Python minor).
+# On Linux without a usable GPU the build installed is the package index's torch,
+# the cu130 wheel, running on the CPU (transformers backend); on Windows and Macs
+# the package index's torch is the CPU build.
 TABLE = [
     # Linux driver minimums: CUDA 12.x needs 525.60.13, CUDA 13.0 needs 580.65.06.
-    ("linux-525.60.12", machine("8.6", driver="525.60.12"), "cpu", T, True, "3.11"),
+    ("linux-525.60.12", machine("8.6", driver="525.60.12"), "cu130", T, True, "3.11"),
     ("linux-525.60.13", machine("8.6", driver="525.60.13"), "cu126", M, True, "3.11"),
     ("linux-580.65.05", machine("8.6", driver="580.65.05"), "cu126", M, True, "3.11"),
     ("linux-580.65.06", machine("8.6", driver="580.65.06"), "cu130", M, True, "3.11"),
@@ -105,7 +111,7 @@ TABLE = [
     ("win-580.87", win("580.87"), "cu126", M, True, "3.11"),
     ("win-580.88", win("580.88"), "cu130", M, True, "3.11"),
     # Compute capabilities on a current driver.
-    ("kepler-3.5", machine("3.5"), "cpu", T, True, "3.11"),
+    ("kepler-3.5", machine("3.5"), "cu130", T, True, "3.11"),
     ("maxwell-5.0", machine("5.0"), "cu126", M, True, "3.11"),
     ("pascal-6.1", machine("6.1"), "cu126", M, True, "3.11"),
     ("volta-7.0", machine("7.0"), "cu126", M, True, "3.11"),
@@ -114,7 +120,7 @@ TABLE = [
     ("ada-8.9", machine("8.9"), "cu130", M, True, "3.11"),
     ("hopper-9.0", machine("9.0"), "cu130", M, True, "3.11"),
     ("blackwell-12.0", machine("12.0"), "cu130", M, True, "3.11"),
-    ("future-13.0", machine("13.0"), "cpu", T, True, "3.11"),
+    ("future-13.0", machine("13.0"), "cu130", T, True, "3.11"),
     # Blackwell on a driver older than 580: only cu128 has its kernels.
     ("blackwell-12.0-575", machine("12.0", driver="575.64.03"), "cu128", M, True, "3.11"),
     ("blackwell-10.0-570", machine("10.0", driver="570.86.15"), "cu128", M, True, "3.11"),
@@ -122,15 +128,18 @@ TABLE = [
     ("volta-7.0-550", machine("7.0", driver="550.127.05"), "cu126", M, True, "3.11"),
     # Several GPUs: one build must cover them all.
     ("pascal+ampere", machine("6.1", "8.6"), "cu126", M, True, "3.11"),
-    ("pascal+blackwell", machine("6.1", "12.0"), "cpu", T, True, "3.11"),
-    ("kepler+ampere", machine("3.5", "8.6"), "cpu", T, True, "3.11"),
+    ("pascal+blackwell", machine("6.1", "12.0"), "cu130", T, True, "3.11"),
+    ("kepler+ampere", machine("3.5", "8.6"), "cu130", T, True, "3.11"),
     # No GPU, Macs, memory, Pythons.
-    ("no-gpu", machine(), "cpu", T, True, "3.11"),
-    ("no-gpu-8gb", machine(memory=8 * GIB), "cpu", T, False, "3.11"),
-    ("no-gpu-16gb", machine(memory=int(15.5 * GIB)), "cpu", T, True, "3.11"),
+    ("no-gpu", machine(), "cu130", T, True, "3.11"),
+    ("no-gpu-8gb", machine(memory=8 * GIB), "cu130", T, False, "3.11"),
+    ("no-gpu-16gb", machine(memory=int(15.5 * GIB)), "cu130", T, True, "3.11"),
     ("apple-silicon", APPLE, "cpu", T, True, "3.11"),
     ("only-3.12", machine("8.6", pythons=(PY312,)), "cu130", M, True, "3.12"),
     ("no-python", machine("8.6", pythons=(PY310,)), "cu130", M, True, None),
+    # Other platforms without a GPU.
+    ("no-gpu-linux-arm64", machine(arch="arm64"), "cu130", T, True, "3.11"),
+    ("no-gpu-windows", machine(os="windows"), "cpu", T, True, "3.11"),
 ]
 
 
@@ -203,7 +212,7 @@ def test_a_mac_statement_says_meta_cannot_run_and_transformers_is_slow():
     assert plan.python == PythonInstall("3.12.8", "/opt/homebrew/bin/python3.12")
     assert "On a Mac, SAM 3's meta backend cannot run" in plan.sam3_statement
     assert "minutes per image" in plan.sam3_statement
-    assert plan.torch_index_url == SPEC.torch_cpu.index_url_macos
+    assert plan.torch_index_url == "https://pypi.org/simple"  # PyTorch's Mac wheels are PyPI's
 
 
 def test_an_intel_mac_is_told_pytorch_has_no_build_for_it():
@@ -306,7 +315,8 @@ def test_a_gpu_that_is_really_gone_keeps_the_build_but_not_meta():
 def test_without_a_working_existing_env_a_failed_probe_means_cpu_with_the_fix():
     failed = machine(smi_error="Failed to initialize NVML: Driver/library version mismatch")
     plan = plan_for(failed, existing=ExistingEnv("cu130", "2.14.1+cu130", False))
-    assert plan.torch_build.name == "cpu" and not plan.keeps_existing
+    assert not plan.gpu_ready and not plan.keeps_existing
+    assert plan.sam3_backend == "transformers" and "runs on the CPU here" in plan.torch_label
     assert any("restart the computer" in w for w in plan.warnings)
     assert "NVIDIA GPU not checked" in plan.machine_summary
 
@@ -314,7 +324,7 @@ def test_without_a_working_existing_env_a_failed_probe_means_cpu_with_the_fix():
 def test_a_probe_that_worked_may_replace_cuda_but_says_so():
     existing = ExistingEnv("cu126", "2.14.1+cu126", True, ("GPU 8.6",))
     plan = plan_for(machine("8.6", driver="470.256.02"), existing=existing)
-    assert plan.torch_build.name == "cpu"
+    assert not plan.gpu_ready and plan.sam3_backend == "transformers"
     assert any("replaces the working cu126 environment" in w for w in plan.warnings)
 
 
@@ -330,7 +340,8 @@ def test_the_user_can_still_choose_the_cpu_build():
 
 def test_low_disk_is_a_problem_with_the_numbers_and_the_fix():
     plan = plan_for(machine("8.6", free=10 * GB))
-    needed = SPEC.disk.env_bytes_cuda + SPEC.disk.cache_bytes_cuda + SPEC.disk.weights_bytes
+    # One drive: uv hard-links its cache into the environment, so only the unshared part counts.
+    needed = SPEC.disk.env_bytes_cuda + SPEC.disk.cache_linked_bytes_cuda + SPEC.disk.weights_bytes
     (problem,) = plan.problems
     assert f"needs {needed / GB:.1f} GB" in problem and "10.0 GB is free" in problem
     assert "GEOLIBRE_ML_HOME" in problem
@@ -339,18 +350,22 @@ def test_low_disk_is_a_problem_with_the_numbers_and_the_fix():
 
 def test_purposes_on_one_filesystem_are_summed():
     d = SPEC.disk
-    needed = d.env_bytes_cpu + d.cache_bytes_cpu + d.weights_bytes
+    needed = d.env_bytes_cuda + d.cache_linked_bytes_cuda + d.weights_bytes
     # Enough for any one purpose, not for all three together.
     free = needed + DISK_HEADROOM_BYTES - 1
     shared = plan_for(machine(free=free))
     assert not shared.ok and len(shared.filesystems) == 1
     separate = plan_for(machine(free=free, devices=(1, 2, 3)))
     assert separate.ok and len(separate.filesystems) == 3
+    # On a drive of its own the cache holds a full copy: uv cannot link across drives.
+    cache = next(n for n in separate.disk_needs if n.purpose == "cache")
+    assert cache.needed_bytes == d.cache_bytes_cuda
 
 
 def test_the_disk_reason_quotes_the_spec_figures():
-    plan = plan_for(machine())
+    plan = plan_for(machine(), build="cpu")
     assert f"{SPEC.disk.env_bytes_cpu / GB:.1f} GB for the environment" in plan.reason("disk")
+    assert f"{SPEC.disk.env_bytes_cuda / GB:.1f} GB" in plan_for(machine()).reason("disk")
     cuda = plan_for(machine("8.6"))
     assert f"{SPEC.disk.env_bytes_cuda / GB:.1f} GB for the environment" in cuda.reason("disk")
 
@@ -366,9 +381,43 @@ def test_a_local_checkpoint_needs_no_weights_download():
 # Where torch comes from
 
 
-def test_the_default_index_is_pytorchs_index_for_the_build():
-    assert plan_for(machine("8.6")).torch_index_url == "https://download.pytorch.org/whl/cu130"
-    assert plan_for(machine()).torch_index_url == "https://download.pytorch.org/whl/cpu"
+PYPI = "https://pypi.org/simple"
+PYTORCH = "https://download.pytorch.org/whl/"
+
+
+@pytest.mark.parametrize(
+    ("m", "build", "url", "label"),
+    [
+        (machine(), None, PYPI,
+         "torch 2.14.1+cu130 from the package index (pypi.org); runs on the CPU here"),
+        (machine(arch="arm64"), None, PYPI, "torch 2.14.1+cu130 from the package index"),
+        (machine("8.6"), None, PYPI,
+         "torch 2.14.1+cu130 from the package index (pypi.org); runs on CUDA 13.0 here"),
+        (machine("6.1"), None, PYTORCH + "cu126",
+         "torch 2.14.1+cu126 from PyTorch's cu126 index (download.pytorch.org)"),
+        (machine(), "cpu", PYTORCH + "cpu",
+         "torch 2.14.1 (CPU build) from PyTorch's cpu index (download.pytorch.org)"),
+        (machine(os="windows"), None, PYPI, "torch 2.14.1 (CPU build) from the package index"),
+        (win("580.88"), None, PYTORCH + "cu130",
+         "torch 2.14.1+cu130 from PyTorch's cu130 index (download.pytorch.org); runs on CUDA"),
+        (APPLE, None, PYPI, "torch 2.14.1 (CPU build) from the package index (pypi.org)"),
+    ],
+    ids=["linux-no-gpu", "linux-arm-no-gpu", "linux-cu130", "linux-cu126", "linux-asked-cpu",
+         "windows-no-gpu", "windows-gpu", "mac"],
+)  # fmt: skip
+def test_torch_comes_from_where_that_build_is_published(m, build, url, label):
+    plan = plan_for(m, build=build)
+    assert plan.torch_index_url == url
+    assert plan.torch_label.startswith(label)
+    assert plan.torch_label in plan.format_text()
+    assert "It comes from " in plan.reason("torch")
+
+
+def test_linux_without_gpu_says_the_package_index_wheel_is_larger_and_why():
+    reason = plan_for(machine()).reason("torch")
+    extra = (SPEC.disk.env_bytes_cuda - SPEC.disk.env_bytes_cpu) / GB
+    assert f"{extra:.1f} GB larger than PyTorch's CPU build" in reason
+    assert "--build cpu" in reason
 
 
 @pytest.mark.parametrize(
@@ -420,3 +469,101 @@ def test_to_dict_is_json_ready_and_complete():
     assert data["torch_requirements"] == ["torch==2.14.1", "torchvision==0.29.1"]
     assert data["ok"] is True and data["spec_fingerprint"] == SPEC.fingerprint
     assert data["filesystems"][0]["enough"] is True
+
+
+# ---------------------------------------------------------------------------
+# What the pinned wheels need from the OS
+
+
+@pytest.mark.parametrize(
+    ("m", "problem"),
+    [
+        (replace(machine(), glibc="2.17"), "needs glibc 2.28 or newer"),
+        (replace(APPLE, macos_version="13.6.1"), "needs macOS 14.0 or newer"),
+        (replace(machine(), glibc="2.28"), None),
+        (replace(APPLE, macos_version="14.0"), None),
+        (replace(machine(), glibc=None), None),  # musl or unknown: uv has the last word
+    ],
+    ids=["glibc-2.17", "macos-13", "glibc-2.28", "macos-14", "libc-unknown"],
+)
+def test_an_os_too_old_for_the_pinned_wheels_is_refused_in_one_sentence(m, problem):
+    plan = plan_for(m)
+    if problem is None:
+        assert plan.ok
+        return
+    (found,) = plan.problems
+    assert problem in found and found.count(". ") == 0 and found.endswith(".")
+    assert "Not ready: 1 problem(s)." in plan.format_text()
+
+
+# ---------------------------------------------------------------------------
+# What the source check found (the check itself: test_source_check.py)
+
+
+def answer(role: str, url: str, ok: bool, kind: str = "dns") -> SourceAnswer:
+    host = url.split("/")[2]
+    if ok:
+        return SourceAnswer(role, url, host, True, 200, seconds=0.1)
+    reason = {"dns": "the name could not be resolved (no DNS answer)",
+              "timeout": "timed out while connecting"}[kind]  # fmt: skip
+    return SourceAnswer(role, url, host, False, failure=reason, kind=kind, seconds=0.1)
+
+
+def answers_for(m: Machine, build: str | None = None, **ok: bool) -> tuple[SourceAnswer, ...]:
+    targets = source_targets(m, SPEC, settings(), build=build)
+    return tuple(answer(role, url, ok.get(role.replace("-", "_"), True)) for role, url in targets)
+
+
+def test_every_source_that_answers_leaves_the_plan_ready_and_listed():
+    m = machine()
+    plan = plan_for(m, answers=answers_for(m))
+    assert plan.ok and not plan.warnings
+    text = plan.format_text()
+    assert "package index: pypi.org answered" in text
+    assert "weights (Hub): huggingface.co answered" in text
+
+
+def test_an_unreachable_cpu_index_gives_way_to_the_package_index_and_says_so():
+    m = machine()
+    plan = plan_for(m, build="cpu", answers=answers_for(m, "cpu", torch=False))
+    assert plan.ok
+    assert plan.torch_index_url == "https://pypi.org/simple"
+    assert plan.torch_build.name == "cu130" and not plan.gpu_ready
+    (warning,) = plan.warnings
+    assert "PyTorch's cpu index (download.pytorch.org) did not answer" in warning
+    assert "larger" in warning
+    # The disk figures are those of the wheel actually installed.
+    env = next(n for n in plan.disk_needs if n.purpose == "environment")
+    assert env.needed_bytes == SPEC.disk.env_bytes_cuda
+
+
+def test_a_gpu_plan_never_falls_back_to_a_wheel_without_cuda():
+    m = win("580.88")
+    plan = plan_for(m, answers=answers_for(m, torch=False))
+    assert not plan.ok and plan.torch_index_url == "https://download.pytorch.org/whl/cu130"
+    (problem,) = plan.problems
+    assert "The name download.pytorch.org could not be found" in problem  # the one host
+    assert "while pypi.org, huggingface.co answered" in problem  # and which did answer
+    assert "looks offline" not in problem
+    (failure,) = plan.source_failures
+    assert failure.kind == "dns" and "allow download.pytorch.org" in failure.hint
+
+
+def test_a_dead_package_index_is_a_problem_but_a_slow_one_a_warning():
+    m = machine()
+    targets = source_targets(m, SPEC, settings())
+    dead = tuple(answer(r, u, r != "packages") for r, u in targets)
+    plan = plan_for(m, answers=dead)
+    assert not plan.ok and "The name pypi.org could not be found" in plan.problems[0]
+    slow = tuple(answer(r, u, r != "packages", kind="timeout") for r, u in targets)
+    plan = plan_for(m, answers=slow)
+    assert plan.ok and any("will try it anyway" in w for w in plan.warnings)
+
+
+def test_an_unreachable_hub_is_a_warning_about_weights_not_a_refusal():
+    m = machine()
+    plan = plan_for(m, answers=answers_for(m, weights=False))
+    assert plan.ok
+    (warning,) = plan.warnings
+    assert "The Hub (huggingface.co) did not answer" in warning
+    assert "environment can be built" in warning and "weights" in warning

@@ -38,6 +38,14 @@ class FailureContext:
     # Files come from a folder (a wheelhouse, a bundle): offline is the point, and
     # "not in the cache" means "not in that folder".
     local: bool = False
+    # Hosts that answered the plan's source check: the computer is online, only
+    # the failing host is not reachable.
+    answered: tuple[str, ...] = ()
+
+    def others_answered(self, host: str) -> str:
+        """``"pypi.org answered"`` for the hosts other than ``host``, or ``""``."""
+        others = [h for h in dict.fromkeys(self.answered) if h != host]
+        return f"{', '.join(others)} answered" if others else ""
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,38 @@ def _url_host(text: str) -> str | None:
     if not match:
         return None
     return f"{match.group(1)}:{match.group(2)}" if match.group(2) else match.group(1)
+
+
+# What uv would have printed for each way a source check fails: the plan's check
+# and the install then say the same sentence about the same route.
+_ANSWER_TEXTS = {
+    "dns": "error: Failed to fetch: `{url}`\n  Caused by: dns error: failed to lookup address",
+    "refused": "error: Failed to fetch: `{url}`\n  Caused by: Connection refused (os error 111)",
+    "timeout": "error: Failed to fetch: `{url}`\n  Caused by: operation timed out",
+    "tls": "error: Failed to fetch: `{url}`\n  Caused by: invalid peer certificate: UnknownIssuer",
+    "proxy": "error: Failed to fetch: `{url}`\n  Caused by: tunnel error: unsuccessful",
+    "proxy-auth": "error: Failed to fetch: `{url}`\n  Caused by: HTTP status 407",
+}
+
+
+def failure_from_answer(answer: object, context: FailureContext) -> InstallFailure:
+    """The install failure a failed source check (a ``SourceAnswer``) foretells."""
+    kind = getattr(answer, "kind", None) or "other"
+    url = str(getattr(answer, "url", ""))
+    template = _ANSWER_TEXTS.get(kind)
+    if template is not None:
+        failure = classify_install_failure(template.format(url=url), context)
+        if failure.kind != "unknown":
+            return failure
+    host = getattr(answer, "host", context.host)
+    online = context.others_answered(str(host))
+    return InstallFailure(
+        "network",
+        f"Could not reach {host} ({getattr(answer, 'failure', None) or 'no answer'})"
+        + (f", while {online}." if online else "."),
+        "Check the internet connection and the proxy settings (HTTPS_PROXY); without "
+        f"internet, {OFFLINE_ROUTE}.",
+    )
 
 
 def classify_install_failure(output: str, context: FailureContext | None = None) -> InstallFailure:
@@ -211,6 +251,15 @@ def _dns(text: str, ctx: FailureContext) -> InstallFailure | None:
     if not _search(pattern, text):
         return None
     host = _url_host(text) or ctx.host or "the package index"
+    online = ctx.others_answered(host)
+    if online:
+        return InstallFailure(
+            "dns",
+            f"The name {host} could not be found, while {online}: this computer is online, "
+            f"but {host} is blocked, misspelt or not known to its name server.",
+            "Check the index settings (UV_INDEX_URL, GEOLIBRE_ML_TORCH_INDEX_URL) or ask IT "
+            f"to allow {host}; `geolibre-ml install --dry-run` shows each source.",
+        )
     return InstallFailure(
         "dns",
         f"The name {host} could not be found: this computer looks offline, or the name is wrong.",
@@ -240,9 +289,10 @@ def _network(text: str, ctx: FailureContext) -> InstallFailure | None:
         return None
     host = _url_host(text) or ctx.host or "the package index"
     why = "the connection was refused" if _search(r"refused|os error 111", text) else "no answer"
+    online = ctx.others_answered(host)
     return InstallFailure(
         "network",
-        f"Could not reach {host} ({why}).",
+        f"Could not reach {host} ({why})" + (f", while {online}." if online else "."),
         f"Check the internet connection and the proxy settings (HTTPS_PROXY); without "
         f"internet, {OFFLINE_ROUTE}.",
     )

@@ -9,10 +9,12 @@ import hashlib
 import json
 from pathlib import Path
 
+from geolibre_env import source_check
 from geolibre_env.machine import PythonInstall, detect_machine
 from geolibre_env.model_env import ActiveEnvironment, active_environment
-from geolibre_env.plan import InstallPlan, make_plan
+from geolibre_env.plan import InstallPlan, make_plan, source_targets
 from geolibre_env.settings import EnvSettings
+from geolibre_env.sources import sources_local
 from geolibre_env.spec import ModelEnvSpec
 from geolibre_env.torch_build import ExistingEnv
 from geolibre_env.uv_runner import UvTool
@@ -54,8 +56,13 @@ def make_install_plan(
     backend: str | None = None,
     build: str | None = None,
     python_minor: str | None = None,
+    check_sources: bool = False,
 ) -> InstallPlan:
-    """The plan for this computer; ``python_minor`` keeps only that Python (a bundle's)."""
+    """The plan for this computer; ``python_minor`` keeps only that Python (a bundle's).
+
+    ``check_sources`` asks each source the plan names whether it answers (about
+    two seconds at most), so a dead route is named before anything is downloaded.
+    """
     active = active_environment(settings.paths)
     known = _known_python(active)
     machine = detect_machine(settings, uv=uv, pythons=known)
@@ -65,7 +72,16 @@ def make_install_plan(
         pythons = tuple(p for p in machine.pythons if p.minor == python_minor)
         machine = dataclasses.replace(machine, pythons=pythons)
     existing = existing_env(active)
-    return make_plan(machine, spec, settings, existing=existing, backend=backend, build=build)  # type: ignore[arg-type]
+    answers = None
+    if check_sources:
+        targets = source_targets(machine, spec, settings, existing=existing, build=build)
+        if sources_local(settings):  # uv works offline: only the weights come from afar
+            targets = [(role, url) for role, url in targets if role == "weights"]
+        answers = source_check.check_sources(settings, targets)
+    return make_plan(
+        machine, spec, settings, existing=existing, backend=backend, build=build,  # type: ignore[arg-type]
+        answers=answers,
+    )  # fmt: skip
 
 
 def _known_python(active: ActiveEnvironment | None) -> tuple[PythonInstall, ...] | None:

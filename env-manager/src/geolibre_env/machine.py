@@ -98,6 +98,10 @@ class Machine:
     disks: tuple[DiskSpace, ...]
     # Why ``pythons`` is empty when uv could not be asked (diagnostics only).
     python_error: str | None = None
+    # What the pinned wheels' platform tags depend on: glibc on Linux ("2.36";
+    # None for musl or unknown), the macOS release ("14.5").
+    glibc: str | None = None
+    macos_version: str | None = None
 
     def disk(self, purpose: DiskPurpose) -> DiskSpace | None:
         return next((d for d in self.disks if d.purpose == purpose), None)
@@ -337,6 +341,12 @@ def detect_machine(
     disks = tuple(
         d for purpose, path in disk_targets(settings).items() if (d := measure_disk(purpose, path))
     )
+    glibc = macos_version = None
+    if system == "linux":
+        libc, libc_version = platform.libc_ver()
+        glibc = libc_version if libc == "glibc" and libc_version else None
+    elif system == "macos":
+        macos_version = platform.mac_ver()[0] or None
     try:
         memory: int | None = int(psutil.virtual_memory().total)
     except (OSError, RuntimeError):
@@ -354,4 +364,6 @@ def detect_machine(
         pythons=pythons,
         disks=disks,
         python_error=python_error,
+        glibc=glibc,
+        macos_version=macos_version,
     )

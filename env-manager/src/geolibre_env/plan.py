@@ -14,14 +14,21 @@ from pathlib import Path
 from typing import Any, Literal
 
 from geolibre_env.errors import ConfigError
+from geolibre_env.install_failures import InstallFailure
 from geolibre_env.machine import DiskPurpose, Machine, PythonInstall, disk_targets
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
+from geolibre_env.source_check import SourceAnswer
+from geolibre_env.source_verdict import judge_answers, source_targets
 from geolibre_env.sources import describe_sources, format_sources
 from geolibre_env.spec import ModelEnvSpec, TorchBuild
-from geolibre_env.torch_build import BuildChoice, ExistingEnv, choose_build, torch_index_url
+from geolibre_env.torch_build import BuildChoice, ExistingEnv, choose_build
+from geolibre_env.torch_source import choose_source, platform_problem, wheel_label
 
-__all__ = ["Backend", "DiskNeed", "ExistingEnv", "FilesystemCheck", "InstallPlan", "make_plan"]
+__all__ = [
+    "Backend", "DiskNeed", "ExistingEnv", "FilesystemCheck", "InstallPlan", "make_plan",
+    "source_targets",
+]  # fmt: skip
 
 Backend = Literal["meta", "transformers"]
 BACKENDS: tuple[Backend, ...] = ("meta", "transformers")
@@ -93,6 +100,14 @@ class InstallPlan:
     keeps_existing: bool = False  # a working CUDA env is kept although no GPU was seen
     # Where packages, torch and weights come from (mirrors, proxy, trust; no credentials).
     sources: dict[str, Any] = field(default_factory=dict)
+    # What will be installed, in words: "torch 2.14.1+cu130 from the package index
+    # (pypi.org); runs on the CPU here".
+    torch_label: str = ""
+    gpu_ready: bool = False  # SAM 3 can count on CUDA with this plan
+    # Whether each source answered the plan's check; empty when not checked.
+    source_checks: tuple[SourceAnswer, ...] = ()
+    # The sources that did not answer, as install failures (kind, sentence, next step).
+    source_failures: tuple[InstallFailure, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -108,6 +123,7 @@ class InstallPlan:
         data["torch_index_url"] = redact_url(self.torch_index_url)
         data["constraints_path"] = str(self.constraints_path) if self.constraints_path else None
         data["reasons"] = {r.topic: r.text for r in self.reasons}
+        data["source_checks"] = [a.to_dict() for a in self.source_checks]
         for fs, check in zip(data["filesystems"], self.filesystems, strict=True):
             fs["enough"] = check.enough
         data["ok"] = self.ok
@@ -116,21 +132,23 @@ class InstallPlan:
     def format_text(self) -> str:
         """The plan for people (``geolibre-ml install --dry-run``)."""
         build = self.torch_build
-        cuda = f"CUDA {build.cuda}" if build.is_cuda else "CPU only"
         python = f"{self.python.version} ({self.python.path})" if self.python else "none found"
         lines = [
             f"Install plan for {self.spec_name} (spec {self.spec_fingerprint})",
             f"  Machine:  {self.machine_summary}",
             f"  Python:   {python}",
-            f"  PyTorch:  torch {build.torch}, torchvision {build.torchvision}, "
-            f"build {build.name} ({cuda})",
-            f"            from {redact_url(self.torch_index_url)}",
+            f"  PyTorch:  {self.torch_label}",
+            f"            with torchvision {build.torchvision}, "
+            f"index {redact_url(self.torch_index_url)}",
             f"  Packages: {', '.join(self.requirements)}",
             f"  SAM 3:    {self.sam3_backend} backend; {self.sam3_statement}",
         ]
         if self.sources:
             lines.append("  Sources:")
             lines += [f"    {line}" for line in format_sources(self.sources)]
+        if self.source_checks:
+            lines.append("  Checked just now:")
+            lines += [f"    {answer.sentence()}" for answer in self.source_checks]
         lines.append("  Disk:")
         for fs in self.filesystems:
             free = "free space unknown" if fs.free_bytes is None else f"{gb(fs.free_bytes)} free"
@@ -162,8 +180,14 @@ def make_plan(
     existing: ExistingEnv | None = None,
     backend: Backend | None = None,
     build: str | None = None,
+    answers: tuple[SourceAnswer, ...] | None = None,
 ) -> InstallPlan:
-    """Decide the install for ``machine``; ``build`` forces a torch build by name."""
+    """Decide the install for ``machine``; ``build`` forces a torch build by name.
+
+    ``answers`` are the results of checking the sources (:func:`source_targets`):
+    a torch source that did not answer gives way to its fallback, if it has one,
+    and a dead package index or torch source is a problem before any download.
+    """
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(
             f"{backend!r} is not a SAM 3 backend.", hint=f"Choose one of {', '.join(BACKENDS)}."
@@ -191,23 +215,29 @@ def make_plan(
     if not can_run and chosen == "transformers":  # the meta case is a problem above
         warnings.append(statement)
 
-    needs = _disk_needs(machine, spec, settings, choice.build, chosen)
+    source = choose_source(choice.build, machine, spec, settings, forced=build is not None)
+    verdict = judge_answers(source, answers or (), settings)
+    source = verdict.source
+    problems += [f.summary for f in verdict.failures]
+    warnings += verdict.warnings
+    picked = source.build
+    unfit = platform_problem(machine, spec, picked)
+    if unfit:
+        problems.append(unfit)
+
+    needs = _disk_needs(machine, spec, settings, picked, chosen)
     filesystems = _filesystems(machine, needs)
-    disk_reason, disk_problems, disk_warnings = _disk_verdict(choice.build, needs, filesystems)
+    disk_reason, disk_problems, disk_warnings = _disk_verdict(picked, needs, filesystems)
     problems += disk_problems
     warnings += disk_warnings
 
-    picked = choice.build
-    index_url, index_source = torch_index_url(picked, machine, spec, settings)
-    torch_setting = "default"
-    if settings.torch_index_url:
-        torch_setting = "GEOLIBRE_ML_TORCH_INDEX_URL"
-    elif settings.pypi_index_url and index_url == settings.pypi_index_url:
-        torch_setting = "UV_INDEX_URL"
-    torch_reason = f"{choice.reason} It comes from {index_source} ({redact_url(index_url)})."
+    index_url = source.url
+    runs = f"runs on CUDA {picked.cuda} here" if choice.gpu_ready else "runs on the CPU here"
+    label = f"{wheel_label(picked)} from {source.where}; {runs}"
+    torch_reason = f"{choice.reason} {source.why} It comes from {source.where}."
     return InstallPlan(
         python=python,
-        torch_build=choice.build,
+        torch_build=picked,
         torch_index_url=index_url,
         torch_requirements=(f"torch=={picked.torch}", f"torchvision=={picked.torchvision}"),
         requirements=spec.requirements,
@@ -229,7 +259,11 @@ def make_plan(
         spec_fingerprint=spec.fingerprint,
         machine_summary=machine.describe(),
         keeps_existing=choice.keeps_existing,
-        sources=describe_sources(settings, torch_index_url=index_url, torch_from=torch_setting),
+        sources=describe_sources(settings, torch_index_url=index_url, torch_from=source.setting),
+        torch_label=label,
+        gpu_ready=choice.gpu_ready,
+        source_checks=tuple(answers or ()),
+        source_failures=verdict.failures,
     )
 
 
@@ -340,14 +374,21 @@ def _gpu_memory_warnings(machine: Machine) -> list[str]:
 
 def _disk_needs(
     machine: Machine, spec: ModelEnvSpec, settings: EnvSettings, build: TorchBuild, backend: str
-) -> tuple[DiskNeed, ...]:
+) -> tuple[DiskNeed, ...]:  # ``build``: the wheel installed, whatever device it runs on
     disk = spec.disk
     weights = disk.weights_bytes
     if settings.checkpoint_path is not None and backend == "meta":
         weights = 0  # the meta backend loads the local checkpoint instead
+    cache = disk.cache_bytes_cuda if build.is_cuda else disk.cache_bytes_cpu
+    env_disk, cache_disk = machine.disk("environment"), machine.disk("cache")
+    same_drive = bool(env_disk and cache_disk and env_disk.device is not None) and (
+        env_disk.device == cache_disk.device  # type: ignore[union-attr]
+    )
+    if same_drive:  # uv hard-links its cached files into the environment
+        cache = disk.cache_linked_bytes_cuda if build.is_cuda else disk.cache_linked_bytes_cpu
     needed: dict[DiskPurpose, int] = {
         "environment": disk.env_bytes_cuda if build.is_cuda else disk.env_bytes_cpu,
-        "cache": disk.cache_bytes_cuda if build.is_cuda else disk.cache_bytes_cpu,
+        "cache": cache,
         "weights": weights,
     }
     targets = disk_targets(settings)
@@ -390,9 +431,13 @@ def _disk_verdict(
         for fs in filesystems
     )
     weights = sizes["weights"] if sizes["weights"] != gb(0) else "nothing (local checkpoint)"
+    linked = any({"environment", "cache"} <= set(fs.purposes) for fs in filesystems)
+    cache = f"{sizes['cache']} for uv's download cache" + (
+        " (beyond the files uv hard-links into the environment on the same drive)" if linked else ""
+    )
     reason = (
         f"The {build.name} build needs {sizes['environment']} for the environment, "
-        f"{sizes['cache']} for uv's download cache and {weights} for the SAM 3 weights, "
+        f"{cache} and {weights} for the SAM 3 weights, "
         f"plus {gb(DISK_HEADROOM_BYTES)} to spare per drive: {where}."
     )
     problems, warnings = [], []

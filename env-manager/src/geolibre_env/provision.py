@@ -10,6 +10,7 @@ previous environment, or none, in use: never a half-built one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -28,7 +29,12 @@ from geolibre_env.errors import (
     ToolError,
     WeightsError,
 )
-from geolibre_env.install_failures import KINDS, ClassifiedInstallError, classify_install_failure
+from geolibre_env.install_failures import (
+    KINDS,
+    ClassifiedInstallError,
+    InstallFailure,
+    classify_install_failure,
+)
 from geolibre_env.install_lock import InstallLock
 from geolibre_env.install_planning import make_install_plan, plan_hash
 from geolibre_env.journal import Journal
@@ -46,7 +52,7 @@ from geolibre_env.plan import InstallPlan
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
-from geolibre_env.sources import IndexSource, PackageSource, Step
+from geolibre_env.sources import IndexSource, PackageSource, Step, torch_step_environment
 from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.uv_progress import UvProgress
 from geolibre_env.uv_runner import UvTool, find_uv, kill_tree, stream_uv, uv_environment
@@ -56,6 +62,7 @@ from geolibre_env.weights import fetch_weights, store_token
 BUILD_STEPS = ("venv", "torch", "packages", "verify")
 UV_STEP_TIMEOUT_S = 4 * 3600.0  # 7 GB over a slow line; cancel is the user's stop button
 INSTALL_DIR = ".geolibre-install"
+DRY_RUN_HINT = "`geolibre-ml install --dry-run` shows the full plan and checks each source."
 # Failures outside the build folder: rebuilding a resumed build from scratch cannot help.
 EXTERNAL = frozenset(KINDS) - {"checksum", "unknown"}
 
@@ -148,7 +155,9 @@ class Provisioner:
         return self._uv
 
     def plan(self, *, backend: str | None = None, build: str | None = None) -> InstallPlan:
-        return make_install_plan(self.settings, self.spec, uv=self.uv, backend=backend, build=build)
+        return make_install_plan(
+            self.settings, self.spec, uv=self.uv, backend=backend, build=build, check_sources=True
+        )
 
     @property
     def staging_dir(self) -> Path:
@@ -240,10 +249,13 @@ class Provisioner:
                 plan = self.plan(backend=request.backend, build=request.build)
         source = source or IndexSource(self.settings)
         if not plan.ok:
-            raise InstallError(
-                "The install cannot start: " + " ".join(plan.problems),
-                hint="`geolibre-ml install --dry-run` shows the full plan.",
-            )
+            message = "The install cannot start: " + " ".join(plan.problems)
+            if plan.source_failures:  # a source did not answer: nothing was downloaded
+                first = plan.source_failures[0]
+                raise ClassifiedInstallError(
+                    InstallFailure(first.kind, message, f"{first.hint} {DRY_RUN_HINT}")
+                )
+            raise InstallError(message, hint=DRY_RUN_HINT)
         steps.emit("plan", plan.reason("torch"), extra={"plan": plan.to_dict()})
         wanted = plan_hash(plan)
         active = active_environment(self.paths)
@@ -401,13 +413,13 @@ class Provisioner:
         if not journal.done("torch"):
             with steps.timed("torch"):
                 build = plan.torch_build
-                steps.emit("torch", f"installing torch {build.torch} ({build.name} build)")
+                steps.emit("torch", f"installing {plan.torch_label or build.name}")
                 reinstall = ["--reinstall"] if journal.interrupted("torch") else []
                 journal.start("torch")
                 where = source.uv_args("torch", plan.torch_index_url)
                 args = ["pip", "install", "-v", "--python", python, *reinstall, *where,
                         *plan.torch_requirements]  # fmt: skip
-                self._uv_step("torch", args, env, source, plan)
+                self._uv_step("torch", args, torch_step_environment(env), source, plan)
                 journal.finish("torch")
         if not journal.done("packages"):
             with steps.timed("packages"):
@@ -444,7 +456,7 @@ class Provisioner:
                     hint="Run the install again (it rebuilds what is broken); if it keeps "
                     "failing, attach `geolibre-ml doctor --bundle` to a bug report.",
                 )
-            if plan.torch_build.is_cuda and not report.cuda_working:
+            if plan.gpu_ready and not report.cuda_working:
                 problems = report.problems or ["CUDA is not usable from the new environment."]
                 steps.emit("verify", " ".join(problems), level="warning")
             journal.finish("verify", summary=report.summary())
@@ -473,6 +485,8 @@ class Provisioner:
         except ToolError as exc:
             step: Step = "torch" if phase == "torch" else "packages"
             context = source.failure_context(step, plan.torch_index_url)
+            answered = tuple(a.host for a in plan.source_checks if a.answered)
+            context = dataclasses.replace(context, answered=answered)
             raise ClassifiedInstallError(
                 classify_install_failure(exc.output_tail, context)
             ) from None

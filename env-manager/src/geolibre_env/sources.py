@@ -25,6 +25,15 @@ Step = Literal["torch", "packages"]
 INDEX_SETTINGS = ("UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL")
 
 
+def torch_step_environment(env: dict[str, str]) -> dict[str, str]:
+    """uv's environment for the torch step: torch's index is given explicitly, so the
+    user's UV_INDEX / UV_EXTRA_INDEX_URL / UV_INDEX_URL must not add another index
+    (uv would prefer theirs, and a mirror's torch may be another build). A
+    wheelhouse (UV_FIND_LINKS) and offline settings stay: they are the user's
+    deliberate air-gap."""
+    return {k: v for k, v in env.items() if k not in INDEX_SETTINGS}
+
+
 def netloc(url: str) -> str:
     """``host[:port]`` of ``url`` without credentials."""
     parts = urlsplit(url)
@@ -39,6 +48,11 @@ def _wheelhouse_only(settings: EnvSettings) -> bool:
     )
 
 
+def sources_local(settings: EnvSettings) -> bool:
+    """uv is set to work offline (a wheelhouse, its cache): no index is asked."""
+    return _wheelhouse_only(settings) or _truthy(settings.environ.get("UV_OFFLINE"))
+
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -49,6 +63,8 @@ def package_index(settings: EnvSettings) -> tuple[str, str]:
         value = settings.environ.get(key, "").strip()
         if value:
             return value, key
+    if settings.pypi_index_url:  # settings made without an environment (tests, the app)
+        return settings.pypi_index_url, "UV_INDEX_URL"
     return PYPI_SIMPLE, "default"
 
 

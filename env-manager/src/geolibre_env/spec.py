@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from geolibre_env.errors import ConfigError
@@ -23,7 +23,6 @@ class TorchBuild:
     min_driver_linux: str | None = None
     min_driver_windows: str | None = None
     archs: tuple[str, ...] = ()
-    index_url_macos: str | None = None
 
     @property
     def is_cuda(self) -> bool:
@@ -34,9 +33,12 @@ class TorchBuild:
 class DiskSpec:
     env_bytes_cuda: int
     env_bytes_cpu: int
-    cache_bytes_cuda: int
+    cache_bytes_cuda: int  # uv's cache on a drive of its own
     cache_bytes_cpu: int
     weights_bytes: int
+    # uv's cache on the environment's drive: uv hard-links, so only what is not shared.
+    cache_linked_bytes_cuda: int = 0
+    cache_linked_bytes_cpu: int = 0
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,10 @@ class ModelEnvSpec:
     torch_cpu: TorchBuild
     weights: WeightsSpec
     fingerprint: str
+    # Which build the package index's torch wheel is, per "os_arch" (linux_x86_64...).
+    package_index_builds: dict[str, str] = field(default_factory=dict)
+    min_glibc: str | None = None  # the Linux wheels' manylinux tag
+    min_macos: str | None = None  # the Mac wheels' macosx tag
 
     def build(self, name: str) -> TorchBuild:
         for build in (*self.torch_builds, self.torch_cpu):
@@ -147,6 +153,11 @@ def load_spec(path: Path | None = None) -> ModelEnvSpec:
                 vocab_package_dir=weights["vocab_package_dir"],
             ),
             fingerprint=digest.hexdigest()[:16],
+            package_index_builds={
+                str(k): str(v) for k, v in dict(torch.get("package_index", {})).items()
+            },
+            min_glibc=torch.get("min_glibc"),
+            min_macos=torch.get("min_macos"),
         )
     except FileNotFoundError as exc:
         raise ConfigError(f"The spec file {path} names a missing file: {exc.filename}") from None
@@ -163,5 +174,4 @@ def _build(table: dict) -> TorchBuild:
         min_driver_linux=table.get("min_driver_linux"),
         min_driver_windows=table.get("min_driver_windows"),
         archs=tuple(table.get("archs", ())),
-        index_url_macos=table.get("index_url_macos"),
     )

@@ -1,9 +1,10 @@
-"""Which torch build a machine gets, where it comes from, and why.
+"""Which torch build a machine wants (CUDA, and which, or the CPU), and why.
 
 The first CUDA build in the spec's order whose driver minimum this machine
 meets and whose kernels cover every GPU; the CPU build otherwise, with a
 reason that names the fix. A verified CUDA environment is never replaced by
-the CPU build because one probe failed.
+the CPU build because one probe failed. Where the build comes from (and which
+wheel stands in for "CPU" on Linux) is :mod:`geolibre_env.torch_source`'s job.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from geolibre_env.nvidia import (
     nvidia_smi_fix,
     version_key,
 )
-from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, TorchBuild
 
-__all__ = ["BuildChoice", "ExistingEnv", "choose_build", "torch_index_url"]
+__all__ = ["BuildChoice", "ExistingEnv", "choose_build"]
 
 
 _OS_LABEL = {"linux": "Linux", "windows": "Windows"}
@@ -205,7 +205,7 @@ def _keep_existing(
 
 
 def _no_gpu(machine: Machine, cpu: TorchBuild, failure: str | None) -> BuildChoice:
-    installed = f"so the CPU build (torch {cpu.torch}) is used."
+    installed = f"so torch {cpu.torch} runs on the CPU."
     driver = machine.driver_version
     if failure in (None, "no_devices"):
         seen = f"NVIDIA driver {driver} is installed but lists no GPU"
@@ -228,8 +228,8 @@ def _no_gpu(machine: Machine, cpu: TorchBuild, failure: str | None) -> BuildChoi
     )
     return BuildChoice(
         cpu,
-        f"nvidia-smi failed ({_first_line(error)}), so the GPU could not be checked and the CPU "
-        f"build (torch {cpu.torch}) is used.{loaded}",
+        f"nvidia-smi failed ({_first_line(error)}), so the GPU could not be checked and torch "
+        f"{cpu.torch} runs on the CPU.{loaded}",
         False,
         no_gpu_why="the NVIDIA GPU could not be checked",
         warnings=(f"To use the GPU, {fix}; then install again to get a CUDA build.",),
@@ -241,7 +241,7 @@ def _cuda_or_cpu(machine: Machine, spec: ModelEnvSpec) -> BuildChoice:
     listed = _gpu_list(gpus)
 
     def cpu_because(reason: str, why: str, fix: str) -> BuildChoice:
-        text = f"{reason}, so the CPU build (torch {cpu.torch}) is used."
+        text = f"{reason}, so torch {cpu.torch} runs on the CPU."
         return BuildChoice(cpu, text, False, no_gpu_why=why, warnings=(fix,))
 
     if system not in _OS_LABEL:
@@ -372,25 +372,3 @@ def _forced(machine: Machine, build: TorchBuild) -> BuildChoice:
         verified_gpus="the GPU you expect",
         warnings=warnings,
     )
-
-
-# ---------------------------------------------------------------------------
-# Where torch comes from
-
-
-def torch_index_url(
-    build: TorchBuild, machine: Machine, spec: ModelEnvSpec, settings: EnvSettings
-) -> tuple[str, str]:
-    """(index URL, where that choice came from, in words)."""
-    if settings.torch_index_url:
-        # The user's mirror wins everywhere; "{build}" makes it one per build.
-        return settings.torch_index_url.replace("{build}", build.name), (
-            "your torch index (GEOLIBRE_ML_TORCH_INDEX_URL)"
-        )
-    if machine.os == "macos" and not build.is_cuda:
-        # PyTorch's Mac wheels are the ones on PyPI, so a PyPI mirror has them.
-        if settings.pypi_index_url:
-            return settings.pypi_index_url, "your package index (UV_INDEX_URL/UV_DEFAULT_INDEX)"
-        if build.index_url_macos:
-            return build.index_url_macos, "PyPI, where PyTorch publishes its Mac builds"
-    return spec.torch_index_url.replace("{build}", build.name), f"PyTorch's {build.name} index"
