@@ -75,7 +75,7 @@ def overhead(runs: int) -> Figure:
 def status_during_restart(sidecar) -> Figure:
     times: list[float] = []
     with sidecar.client() as client:
-        client.post("/ml/backend/start")
+        client.post("/ml/backend/start?wait=1")
         stop = threading.Event()
 
         def crash() -> None:
@@ -112,7 +112,7 @@ def status_during_restart(sidecar) -> Figure:
 
 def idle_cpu(sidecar, seconds: float) -> Figure:
     with sidecar.client() as client:
-        client.post("/ml/backend/start")
+        client.post("/ml/backend/start?wait=1")
     proc = psutil.Process(sidecar.pid)
     before = proc.cpu_times()
     time.sleep(seconds)  # the measurement window itself
@@ -136,7 +136,7 @@ def run(quick: bool) -> list[Figure]:
         try:
             seconds = 6 if quick else 30
             with sidecar.client() as client:
-                client.post("/ml/backend/start")
+                client.post("/ml/backend/start?wait=1")
             figures.append(
                 status_while_blocked(sidecar, seconds, f"during a {seconds} s inference")
             )

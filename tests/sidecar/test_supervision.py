@@ -95,7 +95,7 @@ def test_concurrent_first_requests_start_exactly_one_backend(managed, marker):
 def test_start_and_stop_buttons(managed, marker):
     sidecar = managed()
     with sidecar.client() as client:
-        started = client.post("/ml/backend/start").json()
+        started = client.post("/ml/backend/start?wait=1").json()
         assert started["state"] == "ready" and started["available"] is True
         pid = started["backend"]["pid"]
         stopped = client.post("/ml/backend/stop").json()
@@ -107,7 +107,7 @@ def test_start_and_stop_buttons(managed, marker):
 def test_killing_the_sidecar_with_sigkill_takes_the_backend_down(managed):
     sidecar = managed()
     with sidecar.client() as client:
-        client.post("/ml/backend/start")
+        client.post("/ml/backend/start?wait=1")
     tree = backend_pids(sidecar)
     assert len(tree) >= 2, "the guard and samgeo-api"
     sidecar.proc.kill()
@@ -119,7 +119,7 @@ def test_killing_the_sidecar_with_sigkill_takes_the_backend_down(managed):
 def test_killing_the_app_takes_the_sidecar_and_its_backend_down(ml_home, marker):
     app, ready = start_app_with_sidecar(ml_home, marker=marker, env=FAST)
     response = httpx.post(
-        f"{ready['url']}/ml/backend/start",
+        f"{ready['url']}/ml/backend/start?wait=1",
         headers={"X-GeoLibre-Token": ready["token"]},
         timeout=30,
         trust_env=False,
@@ -222,7 +222,7 @@ def test_a_crash_loop_stops_restarting_and_says_why(managed, marker):
         STANDIN_CRASH_MESSAGE="RuntimeError: boom",
     )
     with sidecar.client() as client:
-        client.post("/ml/backend/start")
+        client.post("/ml/backend/start?wait=1")
         status = wait_until(
             lambda: (s := client.get("/ml/status").json())["state"] == "failed" and s,
             timeout_s=30,
@@ -238,7 +238,7 @@ def test_a_crash_loop_stops_restarting_and_says_why(managed, marker):
 def test_a_backend_killed_by_the_system_is_explained_and_restarted(managed, marker):
     sidecar = managed()
     with sidecar.client() as client:
-        status = client.post("/ml/backend/start").json()
+        status = client.post("/ml/backend/start?wait=1").json()
         samgeo = psutil.Process(status["backend"]["pid"]).children()[0]
         samgeo.send_signal(signal.SIGKILL)  # as the kernel's OOM killer would
         restarted = wait_until(
@@ -257,7 +257,7 @@ def test_a_backend_killed_by_the_system_is_explained_and_restarted(managed, mark
 def test_a_busy_backend_is_never_declared_dead(managed, marker):
     sidecar = managed(GEOLIBRE_ML_HEALTH_INTERVAL_S="0.2", GEOLIBRE_ML_HANG_RESTART_S="1")
     with sidecar.client() as client:
-        pid = client.post("/ml/backend/start").json()["backend"]["pid"]
+        pid = client.post("/ml/backend/start?wait=1").json()["backend"]["pid"]
 
         def busy() -> None:
             with sidecar.client() as other:

@@ -68,7 +68,7 @@ def test_status_explains_truthfully_what_this_machine_can_do(real_home, sidecar_
     home, env, result = real_home
     sidecar = sidecar_factory(home=home, env={k: v for k, v in env.items() if k in PASS_THROUGH})
     with sidecar.client(timeout_s=600) as client:
-        started = client.post("/ml/backend/start").json()
+        started = client.post("/ml/backend/start?wait=1&timeout_s=600").json()
         assert started["state"] == "ready", started
         assert started["version"] == "1.4.2"
         response = client.post(

@@ -212,6 +212,23 @@ class Supervisor:
             self._set(BackendState.STOPPED, "start requested")
         return await self.ensure_ready()
 
+    def begin_start(self) -> asyncio.Task[str] | None:
+        """The "Start server" button without waiting: clears a failed state and returns the
+        start task, with the state already ``starting`` (None: the backend is ready).
+        A launch command that cannot be found fails here, at once (:class:`BackendError`)."""
+        if self._state is BackendState.READY and self.url:
+            return None
+        if self._state is BackendState.FAILED:
+            self._tracker.reset()
+            self._set(BackendState.STOPPED, "start requested")
+        if self._start_task is None or self._start_task.done():
+            launch = self._launch()
+            self._announce_start(launch)
+            self._start_task = asyncio.create_task(self._start(launch), name="backend-start")
+            # Nobody may await it: its failure is in the state, not an unretrieved error.
+            self._start_task.add_done_callback(_retrieve)
+        return self._start_task
+
     async def stop(
         self, *, cause: ExitCause = ExitCause.STOPPED, summary: str | None = None
     ) -> None:
@@ -275,16 +292,23 @@ class Supervisor:
         return None
 
     # -- start-up --------------------------------------------------------------
-    async def _start(self) -> str:
+    def _launch(self) -> LaunchSpec:
         try:
-            launch = self._resolve_launch()
+            return self._resolve_launch()
         except BackendError as exc:
             self._last_exit = report(ExitCause.COMMAND_NOT_FOUND, exc.message)
             self._set(BackendState.FAILED, exc.message)
             raise
+
+    def _announce_start(self, launch: LaunchSpec) -> None:
         self._source = launch.source
         if self._state is not BackendState.RESTARTING:
             self._set(BackendState.STARTING, f"starting samgeo-api from {launch.source}")
+
+    async def _start(self, launch: LaunchSpec | None = None) -> str:
+        if launch is None:
+            launch = self._launch()
+            self._announce_start(launch)
         for attempt in range(self.config.port_retries + 1):
             try:
                 return await self._spawn_and_wait(launch)
@@ -501,3 +525,8 @@ class Supervisor:
             f"Stopped an unresponsive samgeo-api (pid {proc.pid}) left by an earlier sidecar.",
         )
         return f"stopped leftover pid {proc.pid} ({outcome})"
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()

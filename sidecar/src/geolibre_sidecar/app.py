@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from geolibre_sidecar import __version__
 from geolibre_sidecar.backend import Backend, make_backend
+from geolibre_sidecar.backend_start import answer_status, wait_seconds
 from geolibre_sidecar.environment_info import EnvironmentInfo
 from geolibre_sidecar.errors import EXCEPTION_HANDLERS, BackendUnavailable
 from geolibre_sidecar.install_api import (
@@ -95,8 +96,10 @@ def create_app(
         )
 
     async def backend_start(request: Request) -> Response:
-        await request.app.state.backend.start()
-        return JSONResponse(build_status(request.app.state.status_sources))
+        backend: Backend = request.app.state.backend
+        await backend.start(wait_s=wait_seconds(request.query_params))
+        body = build_status(request.app.state.status_sources)
+        return JSONResponse(body, status_code=answer_status(backend.state))
 
     async def backend_stop(request: Request) -> Response:
         await request.app.state.backend.stop()

@@ -52,7 +52,7 @@ class Backend(Protocol):
 
     async def ensure_ready(self) -> str: ...
     def request(self) -> contextlib.AbstractAsyncContextManager[None]: ...
-    async def start(self) -> str: ...
+    async def start(self, *, wait_s: float = 0.0) -> None: ...
     async def stop(self) -> None: ...
     async def clear_models(self) -> None: ...
     async def explain(self, exc: httpx.TransportError | UpstreamError) -> SidecarError: ...
@@ -159,9 +159,23 @@ class ManagedBackend:
     def request(self) -> contextlib.AbstractAsyncContextManager[None]:
         return self.supervisor.request()
 
-    async def start(self) -> str:
+    async def start(self, *, wait_s: float = 0.0) -> None:
+        """Begin a start and answer at once (the state says ``starting``), or wait up to
+        ``wait_s`` for it to be ready; a start that fails while waited for is an error."""
         try:
-            return await self.supervisor.start()
+            task = self.supervisor.begin_start()
+        except GeoLibreError as exc:
+            raise BackendUnavailable(str(exc)) from None
+        if task is None or wait_s <= 0:
+            return
+        try:
+            # shield: a waiter that gives up must not cancel the start for everyone.
+            await asyncio.wait_for(asyncio.shield(task), wait_s)
+        except TimeoutError:
+            return  # still starting: the status says so
+        except asyncio.CancelledError:
+            if not task.cancelled():  # our request was cancelled, not the start (a stop)
+                raise
         except GeoLibreError as exc:
             raise BackendUnavailable(str(exc)) from None
 
@@ -260,10 +274,10 @@ class ExternalBackend:
         finally:
             self._in_flight -= 1
 
-    async def start(self) -> str:
+    async def start(self, *, wait_s: float = 0.0) -> None:
+        # Nothing to start: one short probe says whether it answers.
         if not await self._probe():
             raise BackendUnavailable(self._unreachable(self.health.last_error or "no answer"))
-        return self.url
 
     async def stop(self) -> None:
         raise Conflict(
