@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import signal
+from pathlib import Path
 
 import pytest
-from geolibre_env.exit_causes import ExitCause, classify_exit, classify_text
+from geolibre_env.exit_causes import HINTS, ExitCause, classify_exit, classify_text, explain_answer
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "api.py", line 1, in <module>\n'
 
@@ -57,3 +59,76 @@ def test_command_not_found_and_stopped_by_us():
 def test_secrets_in_the_last_lines_are_redacted():
     report = classify_exit(1, "Error with token hf_abcdefghijklmnopqrstuvwxyz0123 in request")
     assert "hf_abcdefghijklmnopqrstuvwxyz0123" not in "\n".join(report.last_lines)
+
+
+# samgeo-api's error answers -----------------------------------------------------------
+RECORDED = json.loads(
+    (Path(__file__).parent / "fixtures/backend_errors/samgeo-api-1.4.2-no-weights.json").read_text()
+)
+RAW_MARKERS = ("HTTPSConnectionPool", "We couldn't connect", "Caused by", "Client Error", "\n")
+
+
+@pytest.mark.parametrize(
+    ("case", "cause", "words"),
+    [
+        ("text backend=transformers, HF_HUB_OFFLINE=unset", ExitCause.WEIGHTS_MISSING,
+         "the SAM 3 weights are missing"),
+        ("text backend=transformers, HF_HUB_OFFLINE=1", ExitCause.WEIGHTS_MISSING,
+         "the SAM 3 weights are missing"),
+        ("text backend=meta, HF_HUB_OFFLINE=1", ExitCause.OFFLINE,
+         "it needed the network (huggingface.co) to download SAM 3's tokenizer vocabulary"),
+        ("text backend=transformers, Hub answers gated (no-token)", ExitCause.WEIGHTS_GATED,
+         "Hugging Face refused access"),
+        ("text backend=transformers, Hub answers gated (token-not-granted)",
+         ExitCause.WEIGHTS_GATED, "Hugging Face refused access"),
+    ],
+)  # fmt: skip
+def test_recorded_samgeo_answers_become_one_sentence_with_cause_and_hint(case, cause, words):
+    answer = RECORDED[case]
+    explained = explain_answer(answer["status"], answer["body"]["detail"])
+    assert explained.cause is cause
+    assert words in explained.detail
+    assert explained.detail.startswith("samgeo-api could not segment: ")
+    assert explained.detail.endswith(".") and not explained.detail.endswith("..")
+    assert not any(marker in explained.detail for marker in RAW_MARKERS)
+    assert explained.hint == HINTS[cause]
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ("DefaultCPUAllocator: can't allocate memory: you tried to allocate 8589934592 bytes. "
+         "Error code 12 (Cannot allocate memory)", ExitCause.OUT_OF_MEMORY),
+        ("Error while deserializing header: HeaderTooLarge", ExitCause.WEIGHTS_DAMAGED),
+        ("[Errno 28] No space left on device", ExitCause.DISK_FULL),
+        ("Cannot find the requested files in the disk cache and outgoing traffic has been "
+         "disabled. To enable hf.co look-ups and downloads online, set 'HF_HUB_OFFLINE=0'",
+         ExitCause.WEIGHTS_MISSING),
+        ("Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU",
+         ExitCause.NO_NVIDIA_DRIVER),
+    ],
+)  # fmt: skip
+def test_library_failures_are_classified(text, cause):
+    assert explain_answer(500, text).cause is cause
+
+
+def test_an_unrecognised_answer_is_still_a_sentence_quoting_one_trimmed_line():
+    raw = "KeyError: 'pred_masks'\n" + "  File x.py, line 3\n" * 50
+    explained = explain_answer(500, raw)
+    assert explained.cause is ExitCause.REQUEST_FAILED
+    assert (
+        explained.detail == "samgeo-api failed on this request (HTTP 500): KeyError: 'pred_masks'."
+    )
+    assert "doctor" in explained.hint
+    long = explain_answer(500, "x" * 5000).detail
+    assert len(long) < 300 and long.endswith("….")
+    assert (
+        explain_answer(500, "").detail
+        == "samgeo-api failed on this request (HTTP 500) without saying why."
+    )
+
+
+def test_a_secret_in_the_answer_never_reaches_the_sentence():
+    token = "hf_abcdefghijklmnopqrstuvwxyz0123"
+    explained = explain_answer(500, f"ValueError: bad request with token {token}")
+    assert token not in explained.detail and "***" in explained.detail

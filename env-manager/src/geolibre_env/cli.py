@@ -303,7 +303,9 @@ def _add_install_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="geolibre-ml", description=__doc__.splitlines()[0])
+    # The docstring's first line, without its reStructuredText quotes (``x``).
+    summary = __doc__.splitlines()[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="geolibre-ml", description=summary)
     parser.add_argument("--version", action="version", version=f"geolibre-ml {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details to stderr")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -9,19 +9,20 @@ this module is redacted.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import platform
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
 import psutil
 
 from geolibre_env import __version__
-from geolibre_env.backend_record import read_record, read_status
+from geolibre_env.availability import planned_backend, weights_verdict
+from geolibre_env.backend_record import read_status
+from geolibre_env.diagnostics_types import Check, Report
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.exit_causes import HINTS, ExitCause
 from geolibre_env.install_lock import InstallLock
@@ -29,6 +30,7 @@ from geolibre_env.machine import Machine, detect_machine
 from geolibre_env.model_env import ActiveEnvironment, active_environment, read_json
 from geolibre_env.nvidia import classify_nvidia_smi_failure, nvidia_smi_fix
 from geolibre_env.plan import InstallPlan, make_plan
+from geolibre_env.ports_check import check_ports
 from geolibre_env.redact import redact, redact_mapping, redact_url
 from geolibre_env.settings import EnvSettings
 from geolibre_env.sources import format_sources
@@ -37,10 +39,9 @@ from geolibre_env.torch_build import choose_build
 from geolibre_env.trust import check_ca_bundle, insecure_settings
 from geolibre_env.uv_runner import find_uv
 from geolibre_env.verify import VerifyReport, run_probe
+from geolibre_env.weights import Backend
 
-Status = Literal["ok", "warning", "failure"]
 PROBE_TIMEOUT_S = 2.0
-LEGACY_SIDECAR_PORT = 8765  # the port older GeoLibre builds hard-code
 NETWORK_SETTINGS = (
     "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
     "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
@@ -48,51 +49,6 @@ NETWORK_SETTINGS = (
     "GEOLIBRE_ML_CA_BUNDLE", "SSL_CERT_FILE", "SSL_CERT_DIR", "UV_INSECURE_HOST",
     "UV_ALLOW_INSECURE_HOST", "PIP_TRUSTED_HOST",
 )  # fmt: skip
-
-
-@dataclass
-class Check:
-    id: str
-    title: str
-    status: Status
-    detail: str
-    fix: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Report:
-    checks: list[Check]
-    created_at: float = field(default_factory=time.time)
-    seconds: float = 0.0
-
-    @property
-    def verdict(self) -> Status:
-        statuses = {check.status for check in self.checks}
-        return "failure" if "failure" in statuses else "warning" if "warning" in statuses else "ok"
-
-    @property
-    def summary(self) -> str:
-        failures = [c for c in self.checks if c.status == "failure"]
-        warnings = [c for c in self.checks if c.status == "warning"]
-        if failures:
-            first = failures[0]
-            return f"Segmentation will not work: {first.detail} {first.fix or ''}".strip()
-        if warnings:
-            return (
-                f"Segmentation should work, with {len(warnings)} warning(s): {warnings[0].detail}"
-            )
-        return "Everything needed for segmentation is in place."
-
-    def to_dict(self) -> dict[str, Any]:
-        data = {
-            "verdict": self.verdict,
-            "summary": self.summary,
-            "created_at": self.created_at,
-            "seconds": round(self.seconds, 3),
-            "checks": [asdict(check) for check in self.checks],
-        }
-        return redact_mapping(data)
 
 
 def _gb(n: float) -> str:
@@ -228,32 +184,62 @@ def check_model_env(
 
 
 def check_weights(
-    settings: EnvSettings, spec: ModelEnvSpec, active: ActiveEnvironment | None
+    settings: EnvSettings,
+    spec: ModelEnvSpec,
+    active: ActiveEnvironment | None,
+    planned: Backend | None = None,
 ) -> Check:
-    from geolibre_env.weights import active_weights_status
-
-    status = active_weights_status(settings, spec, active)
-    backend = status.backend
-    data = status.to_dict()
+    """The weights of the SAM 3 implementation that will run: the installed environment's
+    (its plan's choice), else the one a new install would choose (``planned``)."""
+    backend = planned_backend(active, planned) or "meta"
+    verdict = weights_verdict(settings, active, backend=backend, spec=spec)
+    status = verdict.status
+    data: dict[str, Any] = status.to_dict() if status is not None else {"backend": backend}
+    if status is None:
+        return Check(
+            "weights", "SAM 3 weights", "failure", verdict.reason or "", verdict.hint, data
+        )
     token = "a Hub token is configured" if status.token_configured else "no Hub token is configured"
     last = read_json(settings.paths.last_install) or {}
-    if last.get("weights_error"):
+    # Only the last install of the environment in use speaks for its weights: after an
+    # uninstall (or a newer install) its error is history.
+    stale = active is None or last.get("env") != active.name
+    if last.get("weights_error") and not stale:
         data["last_install_error"] = last["weights_error"]
     if status.present:
         where = "a local checkpoint" if status.route == "checkpoint" else spec.weights.repo
         return Check(
             "weights", "SAM 3 weights", "ok",
-            f"Present for the {backend} backend from {where} ({_gb(status.total_bytes)}); {token}.",
+            f"Present for the {backend} implementation from {where} "
+            f"({_gb(status.total_bytes)}); {token}.",
             data=data,
         )  # fmt: skip
-    why = f" The last install said: {last['weights_error']}" if last.get("weights_error") else ""
+    why = (
+        f" The last install said: {_clause(last['weights_error'])}."
+        if not stale and last.get("weights_error")
+        else ""
+    )
     return Check(
         "weights", "SAM 3 weights", "failure",
-        f"Missing for the {backend} backend: {', '.join(status.missing)}; {token}.{why}",
-        "Accept the licence for facebook/sam3 on the Hugging Face Hub, then run "
-        "`geolibre-ml install --ask-token` (or give a local checkpoint with --checkpoint).",
-        data,
+        f"{_clause(verdict.reason)}; {token}.{why}", verdict.hint, data,
     )  # fmt: skip
+
+
+def _clause(text: object) -> str:
+    """Text to sit inside a sentence: no trailing full stop (no "stopped., 24 s")."""
+    return str(text).strip().rstrip(".")
+
+
+def _uptime(snapshot: Mapping[str, Any], *, live: bool) -> float | None:
+    """Seconds since the backend became ready. The file holds the figure as of its
+    last write (0 at the ready transition): carry it forward to now."""
+    uptime = snapshot.get("uptime_s")
+    if not isinstance(uptime, int | float):
+        return None
+    written = snapshot.get("written_at")
+    if not live and snapshot.get("state") in ("ready", "busy") and isinstance(written, int | float):
+        uptime += max(0.0, time.time() - written)
+    return uptime
 
 
 def check_backend(settings: EnvSettings, live: Mapping[str, Any] | None) -> Check:
@@ -261,18 +247,24 @@ def check_backend(settings: EnvSettings, live: Mapping[str, Any] | None) -> Chec
     if snapshot is not None and live is None:
         sidecar_pid = int(snapshot.get("sidecar_pid") or 0)
         if not psutil.pid_exists(sidecar_pid):
-            snapshot = {**snapshot, "state": "stopped", "cause": "no sidecar is running"}
+            snapshot = {**snapshot, "state": "stopped", "cause": "no sidecar is running",
+                        "pid": None, "port": None, "uptime_s": None}  # fmt: skip
     if not snapshot:
         return Check("backend", "Backend (samgeo-api)", "ok", "No sidecar has run it yet.")
     state = snapshot.get("state")
     last = snapshot.get("last_exit") or {}
-    parts = [f"state {state}: {snapshot.get('cause')}"]
-    for key, label in (("pid", "pid"), ("port", "port"), ("uptime_s", "up s"),
-                       ("restarts", "restarts")):  # fmt: skip
+    uptime = _uptime(snapshot, live=live is not None)
+    snapshot["uptime_s"] = round(uptime, 1) if uptime is not None else None
+    parts = [f"state {state}: {_clause(snapshot.get('cause'))}"]
+    for key in ("pid", "port"):
         if snapshot.get(key) is not None:
-            parts.append(f"{label} {snapshot[key]}")
+            parts.append(f"{key} {snapshot[key]}")
+    if uptime is not None:
+        parts.append(f"up {uptime:.0f} s")
+    if snapshot.get("restarts"):
+        parts.append(f"restarts {snapshot['restarts']}")
     if last.get("cause") and last.get("cause") != ExitCause.STOPPED.value:
-        parts.append(f"last exit: {last.get('summary')}")
+        parts.append(f"last exit: {_clause(last.get('summary'))}")
     data = {k: snapshot.get(k) for k in ("state", "cause", "pid", "port", "uptime_s", "restarts",
                                          "last_exit", "log_tail")}  # fmt: skip
     failed = state == "failed"
@@ -280,49 +272,6 @@ def check_backend(settings: EnvSettings, live: Mapping[str, Any] | None) -> Chec
     return Check(
         "backend", "Backend (samgeo-api)", "failure" if failed else "ok",
         redact("; ".join(parts) + "."), hint if failed else None, data,
-    )  # fmt: skip
-
-
-def _ours(pid: int | None, record_pid: int | None) -> bool:
-    """Whether ``pid`` is the recorded backend's guard or one of its descendants."""
-    if not pid or not record_pid:
-        return False
-    with contextlib.suppress(psutil.Error):
-        guard = psutil.Process(record_pid)
-        return pid == record_pid or pid in {p.pid for p in guard.children(recursive=True)}
-    return False
-
-
-def check_ports(settings: EnvSettings) -> Check:
-    """Who holds the ports we use: a stale sidecar on 8765, a stranger on the backend's."""
-    ports: dict[int, str] = {LEGACY_SIDECAR_PORT: "GeoLibre's old fixed sidecar port"}
-    record = read_record(settings.paths.backend_state)
-    record_pid = None
-    if record is not None:
-        ports[record.port] = "the backend's port"
-        record_pid = record.identity.pid if record.identity.is_alive() else None
-    strangers: list[str] = []
-    data: dict[str, Any] = {}
-    try:
-        connections = psutil.net_connections(kind="tcp")
-    except (psutil.AccessDenied, OSError):
-        return Check("ports", "Ports", "ok", "Could not list listening ports (not permitted).")
-    for conn in connections:
-        if conn.status != psutil.CONN_LISTEN or not conn.laddr or conn.laddr.port not in ports:
-            continue
-        who = f"pid {conn.pid}" if conn.pid else "another user's program"
-        if conn.pid:
-            with contextlib.suppress(psutil.Error):
-                who = f"{psutil.Process(conn.pid).name()} (pid {conn.pid})"
-        data[str(conn.laddr.port)] = who
-        if not _ours(conn.pid, record_pid):
-            strangers.append(f"{ports[conn.laddr.port]} {conn.laddr.port} is held by {who}")
-    if not strangers:
-        return Check("ports", "Ports", "ok", "No stale process holds a port we use.", data=data)
-    return Check(
-        "ports", "Ports", "warning", "; ".join(strangers) + ".",
-        "If that is an old GeoLibre sidecar or samgeo-api, stop it (or restart the computer); "
-        "the sidecar itself always picks a free port.", data,
     )  # fmt: skip
 
 
@@ -436,9 +385,12 @@ def run_diagnostics(
     checks.append(check_disk(plan, machine))
     if spec is not None:
         checks.append(check_model_env(settings, spec, active, machine)[0])
-        checks.append(check_weights(settings, spec, active))
+        planned = plan.sam3_backend if plan is not None else None
+        checks.append(check_weights(settings, spec, active, planned))
     checks.append(check_last_install(settings, active))
-    checks += [check_backend(settings, live_backend), check_ports(settings)]
+    this_sidecar = int(sidecar["pid"]) if sidecar and sidecar.get("pid") else None
+    checks.append(check_backend(settings, live_backend))
+    checks.append(check_ports(settings, sidecar_pid=this_sidecar))
     checks += [check_network(settings, plan), check_tools(settings)]
     report = Report(checks)
     report.seconds = time.monotonic() - started

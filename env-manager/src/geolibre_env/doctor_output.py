@@ -12,7 +12,7 @@ import zipfile
 from pathlib import Path
 from typing import TextIO
 
-from geolibre_env.diagnostics import Report
+from geolibre_env.diagnostics_types import Report
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
 

@@ -2,7 +2,8 @@
 
 The same text patterns classify samgeo-api's HTTP 500 answers (a failed model
 load or weight download reaches the client as a 500 with the exception text),
-so ``/ml/status`` can give one hint for both.
+so ``/ml/status`` can give one hint for both, and the client gets a sentence
+(:func:`explain_answer`) instead of a library's raw text.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ class ExitCause(StrEnum):
     START_TIMEOUT = "start_timeout"
     UNRESPONSIVE = "unresponsive"
     CRASHED = "crashed"
+    OUT_OF_MEMORY = "out_of_memory"
+    WEIGHTS_DAMAGED = "weights_damaged"
+    DISK_FULL = "disk_full"
+    REQUEST_FAILED = "request_failed"  # an answer we do not recognise (never an exit)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,12 @@ _RULES: tuple[_Rule, ...] = tuple(
     for cause, pattern in (
         (ExitCause.CUDA_OOM, r"CUDA out of memory|OutOfMemoryError|CUBLAS_STATUS_ALLOC_FAILED"),
         (
+            ExitCause.OUT_OF_MEMORY,
+            r"DefaultCPUAllocator: can't allocate memory|Cannot allocate memory|MemoryError"
+            r"|\[enforce fail at alloc_cpu",
+        ),
+        (ExitCause.DISK_FULL, r"No space left on device|Errno 28\b"),
+        (
             ExitCause.NO_NVIDIA_DRIVER,
             r"Found no NVIDIA driver|no CUDA-capable device|CUDA driver initialization failed"
             r"|Torch not compiled with CUDA enabled|NVIDIA driver on your system is too old",
@@ -56,19 +67,33 @@ _RULES: tuple[_Rule, ...] = tuple(
         (
             ExitCause.WEIGHTS_GATED,
             r"GatedRepoError|gated repo|is restricted|401 Client Error|403 Client Error"
-            r"|Access to model .* is restricted|Invalid user token|401 Unauthorized",
+            r"|Access to model .* is restricted|Invalid user token|401 Unauthorized"
+            r"|is not a valid model identifier",
+        ),
+        (
+            # Before OFFLINE: "couldn't connect ... and couldn't find them in the cached
+            # files" means the weights are not here; the network is only the second reason.
+            ExitCause.WEIGHTS_MISSING,
+            r"couldn't find them in the cached files|cannot find the requested files"
+            r"|LocalEntryNotFoundError|outgoing traffic has been disabled",
         ),
         (
             ExitCause.OFFLINE,
             r"Name or service not known|Temporary failure in name resolution|getaddrinfo failed"
             r"|Failed to establish a new connection|Max retries exceeded|ConnectError"
-            r"|ConnectionError|ConnectTimeout"
-            r"|Network is unreachable|nodename nor servname",
+            r"|ConnectionError|ConnectTimeout|HTTPSConnectionPool|NameResolutionError"
+            r"|Read timed out|ProxyError|CERTIFICATE_VERIFY_FAILED|SSLError"
+            r"|Network is unreachable|nodename nor servname|Connection refused",
+        ),
+        (
+            ExitCause.WEIGHTS_DAMAGED,
+            r"Error while deserializing header|SafetensorError|HeaderTooLarge"
+            r"|PytorchStreamReader failed|invalid load key|failed finding central directory",
         ),
         (
             ExitCause.WEIGHTS_MISSING,
-            r"LocalEntryNotFoundError|outgoing traffic has been disabled|HF_HUB_OFFLINE"
-            r"|Checkpoint path .* does not exist|cannot find the requested files",
+            r"HF_HUB_OFFLINE|Checkpoint path .* does not exist"
+            r"|No such file or directory: .*(sam3|bpe_simple_vocab)",
         ),
         (ExitCause.SEGFAULT, r"Segmentation fault|SIGSEGV"),
     )
@@ -124,6 +149,20 @@ HINTS: dict[ExitCause, str] = {
     ExitCause.UNRESPONSIVE: "The backend stopped answering while idle and was restarted.",
     ExitCause.CRASHED: "The backend exited unexpectedly. Its last lines are in the status and "
     "in `geolibre-ml doctor`.",
+    ExitCause.OUT_OF_MEMORY: (
+        "The computer ran out of memory while SAM 3 ran (on the CPU it needs about 16 GB): "
+        "close other programs, or segment a smaller image or tile."
+    ),
+    ExitCause.WEIGHTS_DAMAGED: (
+        "The SAM 3 weights on disk are damaged (an interrupted copy?): remove them with "
+        "`geolibre-ml uninstall --weights`, then install again with `geolibre-ml install "
+        "--ask-token`."
+    ),
+    ExitCause.DISK_FULL: "The disk is full: free some space, then try again.",
+    ExitCause.REQUEST_FAILED: (
+        "The backend's log has the details: `geolibre-ml doctor` shows its last lines, and "
+        "`geolibre-ml doctor --bundle` makes a report to attach to a bug report."
+    ),
 }
 
 # Causes that a restart cannot fix: retrying would only loop.
@@ -133,6 +172,7 @@ PERMANENT_CAUSES = frozenset(
         ExitCause.MISSING_MODULE,
         ExitCause.WEIGHTS_GATED,
         ExitCause.WEIGHTS_MISSING,
+        ExitCause.WEIGHTS_DAMAGED,
         ExitCause.COMMAND_NOT_FOUND,
     }
 )
@@ -241,4 +281,51 @@ def describe(cause: ExitCause) -> str:
         ExitCause.START_TIMEOUT: "it took too long to start",
         ExitCause.UNRESPONSIVE: "it stopped answering",
         ExitCause.CRASHED: "it crashed",
+        ExitCause.OUT_OF_MEMORY: "the computer ran out of memory",
+        ExitCause.WEIGHTS_DAMAGED: "the SAM 3 weights on disk are damaged",
+        ExitCause.DISK_FULL: "the disk is full",
+        ExitCause.REQUEST_FAILED: "it failed on this request",
     }[cause]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A backend's error answer as the user sees it: a sentence, a cause, a next step."""
+
+    cause: ExitCause
+    detail: str
+    hint: str
+
+
+# What a failed download was after, named in the user's words.
+_WANTED = (
+    (re.compile(r"bpe_simple_vocab", re.I), "SAM 3's tokenizer vocabulary"),
+    (re.compile(r"sam3|\.safetensors|\.pt\b|config\.json", re.I), "the SAM 3 weights"),
+)
+_HOST = re.compile(r"host='([^']+)'|https?://([A-Za-z0-9.-]+)")
+MAX_QUOTED_CHARS = 200
+
+
+def explain_answer(status: int, text: str) -> Explanation:
+    """samgeo-api's error answer (its ``detail``, often a library's raw exception
+    text) as one sentence with a cause and a hint; the raw text is for the log."""
+    raw = redact(text).strip()
+    cause = classify_text(raw)
+    if cause is None:
+        first = next((line.strip() for line in raw.splitlines() if line.strip()), "")
+        if len(first) > MAX_QUOTED_CHARS:
+            first = first[: MAX_QUOTED_CHARS - 1].rstrip() + "…"
+        said = f": {first.rstrip('.')}" if first else " without saying why"
+        return Explanation(
+            ExitCause.REQUEST_FAILED,
+            f"samgeo-api failed on this request (HTTP {status}){said}.",
+            HINTS[ExitCause.REQUEST_FAILED],
+        )
+    what = describe(cause)
+    if cause is ExitCause.OFFLINE:
+        host = _HOST.search(raw)
+        where = f" ({host.group(1) or host.group(2)})" if host else ""
+        wanted = next((name for pattern, name in _WANTED if pattern.search(raw)), None)
+        purpose = f" to download {wanted}" if wanted else ""
+        what = f"it needed the network{where}{purpose} and could not reach it"
+    return Explanation(cause, f"samgeo-api could not segment: {what}.", HINTS[cause])

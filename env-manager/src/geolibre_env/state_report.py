@@ -9,13 +9,16 @@ from typing import Any
 
 import psutil
 
+from geolibre_env.availability import (
+    FOREIGN_SOURCES,
+    WeightsVerdict,
+    segmentation_availability,
+    weights_verdict,
+)
 from geolibre_env.backend_record import read_status
-from geolibre_env.errors import GeoLibreError
 from geolibre_env.install_lock import InstallLock
 from geolibre_env.model_env import active_environment
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import load_spec
-from geolibre_env.weights import active_weights_status
 
 
 def collect_status(settings: EnvSettings) -> dict[str, Any]:
@@ -23,6 +26,7 @@ def collect_status(settings: EnvSettings) -> dict[str, Any]:
     active = active_environment(paths)
     env: dict[str, Any] | None = None
     weights: dict[str, Any] | None = None
+    verdict: WeightsVerdict | None = None
     if active is not None:
         verify = active.verify
         env = {
@@ -36,14 +40,22 @@ def collect_status(settings: EnvSettings) -> dict[str, Any]:
             "sam3_backend": active.record.get("sam3_backend"),
             "created_at": active.record.get("created_at"),
         }
-        try:
-            spec = load_spec(settings.spec_path)
-            weights = active_weights_status(settings, spec, active).to_dict()
-        except GeoLibreError as exc:
-            weights = {"error": str(exc)}
+        verdict = weights_verdict(settings, active)
+        weights = {
+            **(verdict.status.to_dict() if verdict.status is not None else {}),
+            "backend": verdict.backend,
+            "present": verdict.present,
+            "reason": verdict.reason,
+            "hint": verdict.hint,
+        }
     backend = read_status(paths.supervisor_status)
     if backend is not None and not psutil.pid_exists(int(backend.get("sidecar_pid") or 0)):
         backend = {"state": "stopped", "cause": "no sidecar is running", "previous": backend}
+    answering = bool(backend) and backend.get("state") in ("ready", "busy")
+    source = (backend or {}).get("command_source")
+    # A backend the sidecar runs from another command reads other weights than ours.
+    ours = source not in FOREIGN_SOURCES
+    can = segmentation_availability(answering, verdict if ours else None)
     holder = InstallLock(paths.install_lock).holder()
     install = (
         {"running": True, **holder}
@@ -51,6 +63,7 @@ def collect_status(settings: EnvSettings) -> dict[str, Any]:
         else {"running": False}
     )
     return {
+        "available": can.available,
         "installed": active is not None,
         "environment": env,
         "weights": weights,
@@ -71,15 +84,18 @@ def format_status(data: dict[str, Any]) -> str:
     else:
         lines.append("Model environment: not installed (run `geolibre-ml install`)")
     weights = data.get("weights") or {}
+    implementation = f" for the {weights.get('backend')} implementation" if env else ""
     if weights.get("present"):
-        lines.append(f"Weights: present ({weights.get('total_bytes', 0) / 1e9:.2f} GB)")
+        size = f"{weights.get('total_bytes', 0) / 1e9:.2f} GB"
+        lines.append(f"Weights: present{implementation} ({size})")
     elif env:
-        missing = ", ".join(weights.get("missing") or []) or weights.get("error", "unknown")
-        lines.append(f"Weights: missing ({missing})")
+        lines.append(f"Weights: missing{implementation}. {weights.get('reason')}")
+        lines.append(f"  what to do: {weights.get('hint')}")
     backend = data.get("backend") or {}
     since = backend.get("since")
     ago = f", {int(time.time() - since)} s ago" if isinstance(since, int | float) else ""
-    lines.append(f"Backend: {backend.get('state')} ({backend.get('cause')}{ago})")
+    cause = str(backend.get("cause") or "").strip().rstrip(".")
+    lines.append(f"Backend: {backend.get('state')} ({cause}{ago})")
     last = backend.get("last_exit") or {}
     if last.get("summary") and backend.get("state") != "ready":
         lines.append(f"  last exit: {last['summary']}")
@@ -88,4 +104,9 @@ def format_status(data: dict[str, Any]) -> str:
     install = data.get("install") or {}
     if install.get("running"):
         lines.append(f"Install: running (pid {install.get('pid')})")
+    lines.append(
+        "Segmentation: possible now."
+        if data.get("available")
+        else "Segmentation: not possible now (see above; `geolibre-ml doctor` tells more)."
+    )
     return "\n".join(lines)

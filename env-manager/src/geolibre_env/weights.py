@@ -178,7 +178,9 @@ def weights_status(
             else:
                 missing.append(name)
         route = "hub" if not missing else "none"
-    if vocab_present is False:
+    # Only SAM 3's own (meta) code reads samgeo's vocabulary; transformers' processor
+    # takes its tokenizer from the repository's files.
+    if vocab_present is False and backend == "meta":
         missing.append(weights.vocab_file)
     return WeightsStatus(
         route=route,
@@ -197,13 +199,32 @@ def weights_status(
 
 
 def active_weights_status(
-    settings: EnvSettings, spec: ModelEnvSpec, active: ActiveEnvironment | None
+    settings: EnvSettings,
+    spec: ModelEnvSpec,
+    active: ActiveEnvironment | None,
+    *,
+    backend: Backend | None = None,
 ) -> WeightsStatus:
-    """:func:`weights_status` for the backend the active environment was built for."""
-    backend = (active.record.get("sam3_backend") if active else None) or "meta"
+    """:func:`weights_status` for ``backend``, by default the one the active environment
+    was built for (its install plan's choice)."""
+    chosen: Backend = backend or planned_backend(active, "meta") or "meta"
     return weights_status(
-        settings, spec, backend=backend, site_packages=active.site_packages if active else None
+        settings, spec, backend=chosen, site_packages=active.site_packages if active else None
     )
+
+
+def planned_backend(
+    active: ActiveEnvironment | None, fallback: Backend | None = None
+) -> Backend | None:
+    """The SAM 3 implementation that runs for requests that do not name one: the one
+    the install plan chose, recorded in the environment (``fallback`` without one)."""
+    if active is None:
+        return fallback
+    recorded = active.record.get("sam3_backend")
+    chosen: Backend = recorded if recorded in BACKENDS else "meta"
+    # A plan may choose meta for a GPU that verification then found unusable: the
+    # sidecar sends such requests to transformers (geolibre_sidecar.sam3_modes).
+    return chosen if active.record.get("cuda_working") else "transformers"
 
 
 def backend_environment(
