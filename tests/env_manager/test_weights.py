@@ -155,6 +155,12 @@ def test_transformers_download_takes_the_listing_minus_excludes(tmp_path, hub, s
     assert again.present
     meta = weights_status(settings, spec, backend="meta", site_packages=None)
     assert not meta.present and meta.missing == ("sam3.pt",)
+    # samgeo's vocabulary is read by the meta code only (measured with samgeo 1.4.2).
+    site = tmp_path / "site-packages"
+    without_vocab = weights_status(settings, spec, backend="transformers", site_packages=site)
+    assert without_vocab.present and without_vocab.vocab_present is False
+    meta = weights_status(settings, spec, backend="meta", site_packages=site)
+    assert VOCAB in meta.missing
 
 
 def test_a_dropped_connection_resumes_from_the_byte_offset(tmp_path, hub, spec):
