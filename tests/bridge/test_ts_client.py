@@ -1,10 +1,10 @@
 """The TypeScript client (tauri-bridge/client) through npm, as its users build it.
 
 ``npm ci`` (only when node_modules is missing or package-lock.json changed),
-``npm run build``, then the client's Node tests against the real
-``geolibre-sidecar`` with the samgeo-api stand-in, and the demo page in
-headless Chromium. Every process those tests start carries a marker in its
-environment; none may be left when they end.
+then ``npm test`` from no build output (it builds first): the client's Node
+tests against the real ``geolibre-sidecar`` with the samgeo-api stand-in, and
+the demo page in headless Chromium. Every process those tests start carries a
+marker in its environment; none may be left when they end.
 """
 
 from __future__ import annotations
@@ -147,12 +147,15 @@ def node_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     if stamp != digest:
         _npm(["ci", "--no-audit", "--no-fund"], env, NPM_CI_TIMEOUT_S)
         LOCK_STAMP.write_text(digest + "\n")
-    _npm(["run", "build"], env, BUILD_TIMEOUT_S)
+    # `npm ci && npm test` is all a user runs: `npm test` builds by itself (its
+    # `pretest`), so start from no build output and let the first test make it.
+    shutil.rmtree(CLIENT / "build", ignore_errors=True)
     yield env
 
 
 def test_client_against_the_real_sidecar(node_env: dict[str, str], marker: str) -> None:
-    """Handshake, token, every /ml route, abort, install events, crash and restart, stop."""
+    """`npm test` alone (it builds first); then handshake, token, every /ml route, abort,
+    install events, crash and restart, stop."""
     env = {**node_env, MARKER_VAR: marker}
     proc = _npm(["test"], env, NODE_TESTS_TIMEOUT_S)
     output = proc.stdout + proc.stderr
@@ -169,6 +172,8 @@ def test_demo_page_in_chromium(node_env: dict[str, str], marker: str) -> None:
         pytest.skip(
             f"{CHROMIUM} is missing: install Debian's chromium package to run the demo page"
         )
+    if not (CLIENT / "build" / "test" / "demo").is_dir():  # run alone, without `npm test`
+        _npm(["run", "build"], node_env, BUILD_TIMEOUT_S)
     screenshot = ARTIFACTS / "demo-page.png"
     screenshot.unlink(missing_ok=True)
     env = {**node_env, MARKER_VAR: marker, "GEOLIBRE_TEST_CHROMIUM": str(CHROMIUM)}

@@ -299,7 +299,7 @@ async function diagnostics(): Promise<void> {
 
 // --- wiring ---------------------------------------------------------------------
 
-element("start-backend").addEventListener("click", () => void backendButton(() => client.startBackend()));
+element("start-backend").addEventListener("click", () => void backendButton(() => client.startBackend({ onStatus: showStatus })));
 element("stop-backend").addEventListener("click", () => void backendButton(() => client.stopBackend()));
 element("install").addEventListener("click", () => void startInstall());
 element("cancel-install").addEventListener("click", () => void client.cancelInstall().catch(() => undefined));

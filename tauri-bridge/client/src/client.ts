@@ -8,6 +8,7 @@
  */
 
 import type { CallOptions, ConnectionSource, FetchLike, SidecarEndpoint } from "./http.js";
+import { SidecarError } from "./errors.js";
 import { Transport } from "./http.js";
 import type { FollowOptions, InstallEndEvent, InstallEvent } from "./install.js";
 import { followInstallEvents } from "./install.js";
@@ -21,6 +22,7 @@ import type {
   TextSegmentParams,
 } from "./segment.js";
 import { isBinaryFormat, segmentForm } from "./segment.js";
+import { delay } from "./timers.js";
 import type {
   DiagnosticsReport,
   Health,
@@ -30,6 +32,16 @@ import type {
   MlStatus,
   ModelsResponse,
 } from "./types.js";
+
+/** How often {@link MlClient.startBackend} asks for the status while the backend starts. */
+export const START_POLL_MS = 500;
+const STILL_STARTING: ReadonlySet<string> = new Set(["starting", "restarting"]);
+
+export interface StartBackendOptions extends CallOptions {
+  /** Called with the start's answer and with every status polled after it. */
+  onStatus?: (status: MlStatus) => void;
+  pollMs?: number;
+}
 
 export interface MlClientOptions {
   /** A fetch to use instead of the global one (tests, a Tauri HTTP plugin). */
@@ -101,9 +113,34 @@ export class MlClient {
     return (await response.json()) as SegmentOutput<OutputFormat>;
   }
 
-  /** `POST /ml/backend/start`: the "Start server" button; resolves when it is ready. */
-  startBackend(options: CallOptions = {}): Promise<MlStatus> {
-    return this.transport.json({ method: "POST", path: "/ml/backend/start", idempotent: true, ...options });
+  /**
+   * The "Start server" button: `POST /ml/backend/start` (which answers at once,
+   * `state: "starting"`), then `GET /ml/status` every `pollMs` until the backend is
+   * ready or failed; `onStatus` sees every status on the way. Resolves to the ready
+   * status; a start that fails rejects with a 503 {@link SidecarError} saying why.
+   */
+  async startBackend(options: StartBackendOptions = {}): Promise<MlStatus> {
+    const { signal, onStatus, pollMs = START_POLL_MS } = options;
+    const route = "POST /ml/backend/start";
+    let status: MlStatus = await this.transport.json({ method: "POST", path: "/ml/backend/start", idempotent: true, signal });
+    onStatus?.(status);
+    while (STILL_STARTING.has(status.state)) {
+      await delay(pollMs, signal);
+      status = await this.status({ signal });
+      onStatus?.(status);
+    }
+    if (status.state === "failed" || status.state === "stopped") {
+      const lastExit = status.backend.last_exit;
+      throw new SidecarError({
+        status: 503,
+        route,
+        detail: status.message,
+        hint: status.hints[0],
+        cause: lastExit?.cause,
+        body: status,
+      });
+    }
+    return status;
   }
 
   /** `POST /ml/backend/stop`. */

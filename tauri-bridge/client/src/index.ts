@@ -5,7 +5,8 @@
  */
 
 export { MlClient } from "./client.js";
-export type { MlClientOptions } from "./client.js";
+export { START_POLL_MS } from "./client.js";
+export type { MlClientOptions, StartBackendOptions } from "./client.js";
 export { geolibreEnvironment, launcherCommand, uvSidecarCommand } from "./commands.js";
 export type { LauncherCommandOptions, UvSidecarCommandOptions } from "./commands.js";
 export { isAbortError, kindForStatus, SidecarError, SidecarStartError } from "./errors.js";
