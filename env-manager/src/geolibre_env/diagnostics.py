@@ -31,6 +31,7 @@ from geolibre_env.model_env import ActiveEnvironment, active_environment, read_j
 from geolibre_env.nvidia import classify_nvidia_smi_failure, nvidia_smi_fix
 from geolibre_env.plan import InstallPlan, make_plan
 from geolibre_env.ports_check import check_ports
+from geolibre_env.probe_cache import probe_active
 from geolibre_env.redact import redact, redact_mapping, redact_url
 from geolibre_env.settings import EnvSettings
 from geolibre_env.sources import format_sources
@@ -38,10 +39,9 @@ from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.torch_build import choose_build
 from geolibre_env.trust import check_ca_bundle, insecure_settings
 from geolibre_env.uv_runner import find_uv
-from geolibre_env.verify import VerifyReport, run_probe
+from geolibre_env.verify import VerifyReport
 from geolibre_env.weights import Backend
 
-PROBE_TIMEOUT_S = 2.0
 NETWORK_SETTINGS = (
     "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
     "no_proxy", "UV_INDEX_URL", "UV_DEFAULT_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS",
@@ -146,12 +146,9 @@ def check_model_env(
             "The model backend (samgeo-api with PyTorch) is not installed.",
             "Install it from the app, or run `geolibre-ml install`.",
         ), None  # fmt: skip
-    report: VerifyReport | None
-    source = "checked now"
-    try:
-        report = run_probe(active.python, quick=True, timeout_s=PROBE_TIMEOUT_S)
-    except GeoLibreError:
-        report, source = VerifyReport(active.verify), "recorded at install time (probe timed out)"
+    outcome = probe_active(active)  # live, else the last good answer with its age
+    report: VerifyReport | None = outcome.report
+    source = outcome.note
     data = {"env": active.name, "path": str(active.root), "build": active.build, **report.data}
     torch = report.data.get("torch")
     if torch is None:

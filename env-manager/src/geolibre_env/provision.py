@@ -49,6 +49,7 @@ from geolibre_env.model_env import (
     write_json_atomic,
 )
 from geolibre_env.plan import InstallPlan
+from geolibre_env.probe_cache import remember_probe
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
@@ -257,6 +258,8 @@ class Provisioner:
                 )
             raise InstallError(message, hint=DRY_RUN_HINT)
         steps.emit("plan", plan.reason("torch"), extra={"plan": plan.to_dict()})
+        for warning in plan.warnings:  # an unreachable Hub, a fallback taken: said up front
+            steps.emit("plan", warning, level="warning")
         wanted = plan_hash(plan)
         active = active_environment(self.paths)
         current = active is not None and (
@@ -388,6 +391,8 @@ class Provisioner:
             "cuda_working": report.cuda_working,
             "machine": plan.machine_summary,
         }
+        # The doctor's fallback when its live check cannot finish in time.
+        remember_probe(ActiveEnvironment(root=root, record=record), report, at=time.time())
         # The marker is the last thing written into the build: it means "complete".
         write_json_atomic(root / COMPLETE_MARKER, record)
         return self._switch(root, record)

@@ -62,7 +62,14 @@ class VerifyReport:
             f"CUDA {d.get('cuda_version')} working on "
             + ", ".join(x.get("name", "?") for x in d.get("devices") or [])
             if self.cuda_working
-            else ("a CPU build of torch" if not d.get("cuda_version") else "CUDA not usable")
+            else (
+                "a CPU build of torch"
+                if not d.get("cuda_version")
+                # A CUDA build with no GPU to use (PyPI's Linux torch): it runs on the CPU.
+                else f"CUDA {d.get('cuda_version')} build, no usable GPU here: runs on the CPU"
+                if not d.get("devices")
+                else "CUDA not usable"
+            )
         )
         return f"Python {d.get('python')}, torch {d.get('torch')}, {cuda}."
 
