@@ -31,3 +31,13 @@ def test_field_table_matches_the_openapi_schema(endpoint):
         kind = "string" if field.type == "json" else field.type
         ours[field.name] = (kind, field.default, field.required)
     assert ours == expected
+
+
+@pytest.mark.parametrize("depth", [5, 400, 5000])
+def test_deeply_nested_point_coords_is_a_sentence_not_a_recursion_error(depth):
+    from geolibre_sidecar.segment_fields import check_value, field_table
+
+    spec = field_table("predict")["point_coords"]
+    message = check_value(spec, "[" * depth + "1" + "]" * depth)
+    assert message is not None and "point_coords" in message and "nested" in message
+    assert check_value(spec, "[[1, 2], [3.5, 4]]") is None

@@ -7,6 +7,8 @@ in :mod:`geolibre_sidecar.app`.
 from __future__ import annotations
 
 import hmac
+import ipaddress
+import re
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
@@ -17,17 +19,30 @@ from geolibre_sidecar.errors import BadRequest, Unauthorized, error_response
 PUBLIC_PATHS = frozenset({"/health"})
 
 
-def host_without_port(host: str) -> str:
-    """``[::1]:8765`` -> ``::1``; ``localhost:8765`` -> ``localhost``."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+# RFC 3986 authority without userinfo: an IP literal or a registered name, then
+# an optional port. Anything else (userinfo, junk after "]", spaces) is refused.
+_HOST = re.compile(
+    r"(?:\[(?P<literal>[0-9a-f:.]+)\]|(?P<name>[a-z0-9.-]+))(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
+def host_without_port(host: str) -> str | None:
+    """``[::1]:8765`` -> ``::1``; ``localhost:8765`` -> ``localhost``; None if malformed."""
+    match = _HOST.fullmatch(host.strip().lower())
+    if match is None:
+        return None
+    if match["literal"] is not None:
+        try:
+            return str(ipaddress.IPv6Address(match["literal"]))
+        except ValueError:
+            return None
+    return match["name"]
 
 
 class HostGuard:
     """Refuse requests whose Host header is not ours: a web page that rebinds a
-    DNS name to 127.0.0.1 still sends its own name as Host."""
+    DNS name to 127.0.0.1 still sends its own name as Host. Exactly one Host,
+    well-formed (RFC 9112 section 3.2 says 400 otherwise)."""
 
     def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
         self.app = app
@@ -35,15 +50,21 @@ class HostGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            host = host_without_port(Headers(scope=scope).get("host", ""))
-            if host not in self.allowed:
-                shown = host[:64] or "(none)"
-                response = error_response(
-                    BadRequest(f"Host {shown!r} is not allowed; use http://127.0.0.1:<port>.")
-                )
-                await response(scope, receive, send)
+            problem = self._problem([v for k, v in scope["headers"] if k == b"host"])
+            if problem is not None:
+                await error_response(BadRequest(problem))(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def _problem(self, values: list[bytes]) -> str | None:
+        if len(values) != 1:
+            return f"A request needs exactly one Host header, not {len(values)}."
+        raw = values[0].decode("latin-1")
+        host = host_without_port(raw)
+        if host is None or host not in self.allowed:
+            shown = raw[:64] or "(empty)"
+            return f"Host {shown!r} is not allowed; use http://127.0.0.1:<port>."
+        return None
 
 
 def presented_token(headers: Headers) -> str | None:

@@ -94,17 +94,28 @@ def check_value(spec: FormField, raw: str) -> str | None:
     if spec.type == "json":
         try:
             parsed = json.loads(value)
+        except RecursionError:
+            return f"Field '{spec.name}' is nested too deeply; it must be like {spec.what}."
         except ValueError:
             return f"Field '{spec.name}' must be JSON like {spec.what}, not {raw[:40]!r}."
-        if not _numeric_array(parsed):
-            return f"Field '{spec.name}' must be a JSON list of numbers like {spec.what}."
+        if not _numeric_array(parsed, MAX_JSON_DEPTH):
+            return (
+                f"Field '{spec.name}' must be a JSON list of numbers like {spec.what}, "
+                f"nested at most {MAX_JSON_DEPTH} deep."
+            )
         return None
     return None
 
 
-def _numeric_array(value: object) -> bool:
+# Points, labels and boxes are lists of lists at most; a little room for batches.
+MAX_JSON_DEPTH = 4
+
+
+def _numeric_array(value: object, depth: int) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int | float):
         return True
-    return isinstance(value, list) and bool(value) and all(_numeric_array(v) for v in value)
+    if depth == 0 or not isinstance(value, list) or not value:
+        return False
+    return all(_numeric_array(v, depth - 1) for v in value)

@@ -38,9 +38,16 @@ class SidecarSettings:
     samgeo_url: str | None = None
     samgeo_cmd: tuple[str, ...] | None = None
     default_model: str = "sam3"
+    # Start the managed backend with the sidecar and load the default text model.
+    prewarm: bool = False
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * MIB
     max_in_flight: int = 4
     upstream_timeout_s: float = 1800.0
+    # Slow and idle clients (README, security): connections, headers, upload pace.
+    max_connections: int = 1000
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 10.0
+    min_upload_bytes_per_s: int = 16 * 1024
     max_model_variants: int = 2
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
@@ -85,10 +92,14 @@ class SidecarSettings:
             samgeo_url=url.rstrip("/") if url else None,
             samgeo_cmd=argv or None,
             default_model=read.str("GEOLIBRE_ML_DEFAULT_MODEL", "sam3") or "sam3",
+            prewarm=read.bool("GEOLIBRE_ML_PREWARM", False),
             max_upload_bytes=read.int("GEOLIBRE_ML_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB, minimum=1)
             * MIB,
             max_in_flight=read.int("GEOLIBRE_ML_MAX_IN_FLIGHT", 4, minimum=1),
             upstream_timeout_s=read.float("GEOLIBRE_ML_UPSTREAM_TIMEOUT_S", 1800.0, minimum=0.1),
+            max_connections=read.int("GEOLIBRE_ML_MAX_CONNECTIONS", 1000, minimum=8),
+            header_timeout_s=read.float("GEOLIBRE_ML_HEADER_TIMEOUT_S", 10.0, minimum=0.1),
+            body_idle_timeout_s=read.float("GEOLIBRE_ML_BODY_IDLE_TIMEOUT_S", 10.0, minimum=0.1),
             max_model_variants=read.int("GEOLIBRE_ML_MAX_MODEL_VARIANTS", 2),
             allowed_hosts=DEFAULT_ALLOWED_HOSTS + read.list("GEOLIBRE_ML_ALLOWED_HOSTS"),
             cors_origins=DEFAULT_CORS_ORIGINS + read.list("GEOLIBRE_ML_CORS_ORIGINS"),

@@ -28,6 +28,8 @@ log = logging.getLogger("geolibre.launcher")
 LOOPBACK_NAMES = {"localhost"}
 READY_POLL_S = 0.005
 GRACEFUL_SHUTDOWN_S = 5
+# How long an idle keep-alive connection stays open (uvicorn's default, made explicit).
+KEEP_ALIVE_S = 5
 
 
 class LaunchError(Exception):
@@ -85,7 +87,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
             f"cannot listen on {host}:{port}: {exc.strerror or exc}{who}. "
             "Use --port 0 to let the system choose a free port."
         ) from None
-    sock.listen(2048)
+    sock.listen(128)  # the real backlog is set when serving starts (descriptor budget)
     sock.set_inheritable(False)
     return sock
 
@@ -114,6 +116,14 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     from geolibre_sidecar.logs import configure_logging
     from geolibre_sidecar.settings import SidecarSettings
 
+    from geolibre_bridge.connections import (
+        AcceptErrorSummary,
+        ConnectionLimits,
+        descriptor_budget,
+        guarded_protocol,
+        raise_descriptor_limit,
+    )
+
     settings = SidecarSettings.from_environ()
     configure_logging(settings.log_level, settings.env.paths.sidecar_log)
     token = settings.token or secrets.token_hex(16)  # 128 bits
@@ -131,8 +141,18 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
             server.should_exit = True
 
     app = create_app(settings, token=token, request_shutdown=lambda: request_exit("POST /shutdown"))
+    cap, backlog = descriptor_budget(settings.max_connections, raise_descriptor_limit())
+    limits = ConnectionLimits(max_connections=cap, head_timeout_s=settings.header_timeout_s)
+    asyncio.get_running_loop().set_exception_handler(AcceptErrorSummary())
     config = uvicorn.Config(
         app,
+        http=guarded_protocol(limits),
+        # uvicorn's own cap: connections stay at ours (the protocol makes room), so
+        # this answers 503 only when more requests than that run at once.
+        limit_concurrency=limits.max_connections + 1,
+        timeout_keep_alive=KEEP_ALIVE_S,
+        # The listen queue, and how many connections asyncio accepts per wake-up.
+        backlog=backlog,
         log_config=None,
         access_log=False,
         server_header=False,
