@@ -1,12 +1,17 @@
-"""The schema copy in the repository is the steering repository's reference."""
+"""The copies in the repository are the steering repository's reference."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from tests.reference import OPENAPI, SHARED_OPENAPI
+from tests.reference import APP_CONTRACT, OPENAPI, SHARED_REFERENCE
 
 
-@pytest.mark.skipif(not SHARED_OPENAPI.exists(), reason="no shared/ beside this checkout")
-def test_the_copy_matches_the_shared_reference():
-    assert OPENAPI.read_bytes() == SHARED_OPENAPI.read_bytes()
+@pytest.mark.parametrize("copy", [OPENAPI, APP_CONTRACT], ids=lambda path: path.name)
+def test_the_copy_matches_the_shared_reference(copy: Path):
+    original = SHARED_REFERENCE / copy.name
+    if not original.exists():
+        pytest.skip("no shared/ beside this checkout")
+    assert copy.read_bytes() == original.read_bytes()

@@ -159,7 +159,12 @@ def create_app(
 
         app.state.install_jobs = jobs = InstallJobs(settings, on_success=after_install)
         app.state.status_sources = StatusSources(
-            settings=settings, backend=backend, install=jobs, environment=facts, sam3=sam3
+            settings=settings,
+            backend=backend,
+            install=jobs,
+            environment=facts,
+            sam3=sam3,
+            proxy=app.state.proxy,
         )
         await backend.startup()
         # Not awaited: GPU detection must not delay the ready line.
@@ -169,6 +174,7 @@ def create_app(
         finally:
             refresh.cancel()
             await jobs.aclose()
+            await app.state.proxy.aclose()
             await backend.aclose()
             await upstream.aclose()
             await http.aclose()

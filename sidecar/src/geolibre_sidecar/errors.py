@@ -54,6 +54,10 @@ class TooManyRequests(SidecarError):
     """More segmentation requests in flight than GEOLIBRE_ML_MAX_IN_FLIGHT."""
 
 
+class RequestTimeout(SidecarError):
+    """The client sent its request body too slowly (GEOLIBRE_ML_BODY_IDLE_TIMEOUT_S)."""
+
+
 class BackendBroke(SidecarError):
     """The backend failed in the middle of a request (crash, dropped connection)."""
 
@@ -81,6 +85,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (PayloadTooLarge, 413),
     (InvalidField, 422),
     (TooManyRequests, 429),
+    (RequestTimeout, 408),
     (Conflict, 409),
     (NotSupportedHere, 501),
     (BackendBroke, 502),

@@ -27,6 +27,7 @@ from geolibre_sidecar.errors import (
     BackendTimeout,
     BadRequest,
     PayloadTooLarge,
+    RequestTimeout,
     SidecarError,
     TooManyRequests,
     error_response,
@@ -36,6 +37,7 @@ from geolibre_sidecar.multipart_guard import MultipartGuard, boundary_of, form_p
 from geolibre_sidecar.sam3_modes import Sam3Here, Sam3Policy
 from geolibre_sidecar.segment_fields import ENDPOINT_FIELDS
 from geolibre_sidecar.settings import MIB, SidecarSettings
+from geolibre_sidecar.upload_pace import UploadPace
 from geolibre_sidecar.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 
 log = logging.getLogger("geolibre.proxy")
@@ -121,6 +123,10 @@ class SegmentProxy:
         self.upstream = upstream
         self.sam3 = sam3 or Sam3Policy(settings)
         self.in_flight = 0
+        # Requests whose client left while samgeo-api computes them (it cannot cancel
+        # inference): each keeps its slot until the backend answers or breaks.
+        self.abandoned = 0
+        self._abandoned_tasks: set[asyncio.Task[None]] = set()
 
     async def __call__(self, request: Request) -> Response:
         mode = request.path_params["mode"]
@@ -216,8 +222,9 @@ class SegmentProxy:
             # Raw ASGI messages rather than request.stream(): we must know when the
             # last one arrived, to tell "drain the rest" from "wait for nothing".
             nonlocal received_all
+            pace = UploadPace(self.settings)
             while not received_all:
-                message = await request.receive()
+                message = await pace.receive(request.receive)
                 if message["type"] == "http.disconnect":
                     raise _ClientGone
                 received_all = not message.get("more_body", False)
@@ -284,11 +291,7 @@ class SegmentProxy:
                 "Try a smaller image, or raise GEOLIBRE_ML_UPSTREAM_TIMEOUT_S."
             ) from None
         if not send.done():  # the client left while the backend was working
-            send.cancel()
-            with contextlib.suppress(BaseException):
-                await send
-            log.info("POST /ml/segment/%s: client disconnected; upstream request cancelled", mode)
-            await release()
+            self._abandon(send, release, mode, started)
             return Response(status_code=499)
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -302,7 +305,7 @@ class SegmentProxy:
         except SidecarError as exc:
             # Refused before the backend saw a complete request; finish reading
             # the upload so the client gets this answer instead of a reset.
-            if not isinstance(exc, PayloadTooLarge) and not received_all:
+            if not isinstance(exc, PayloadTooLarge | RequestTimeout) and not received_all:
                 await self._drain(request, sent)
             log.info("POST /ml/segment/%s refused: %s", mode, exc.detail)
             await release()
@@ -333,6 +336,36 @@ class SegmentProxy:
             except httpx.HTTPError as exc:
                 log.warning("could not clear the model cache: %s", exc.__class__.__name__)
         variants.loaded(owner, key)
+
+    def _abandon(
+        self, send: asyncio.Task[UpstreamResponse], release: Release, mode: str, started: float
+    ) -> None:
+        """The client left after the backend got the whole request: hold the slot until
+        the backend answers (its work is done then), breaks, or the time limit passes."""
+        log.info("POST /ml/segment/%s: client disconnected; its slot waits for the backend", mode)
+        self.abandoned += 1
+        remaining = self.settings.upstream_timeout_s - (time.monotonic() - started)
+
+        async def finish() -> None:
+            try:
+                async with asyncio.timeout(max(remaining, 0.0)):
+                    upstream = await send
+                await upstream.aclose()
+            except BaseException:  # any end (cancel included) frees the slot; nobody waits
+                send.cancel()
+            finally:
+                self.abandoned -= 1
+                await release()
+
+        task = asyncio.create_task(finish(), name=f"abandoned-{mode}")
+        self._abandoned_tasks.add(task)
+        task.add_done_callback(self._abandoned_tasks.discard)
+
+    async def aclose(self) -> None:
+        """Stop waiting for abandoned requests (the sidecar is stopping)."""
+        for task in list(self._abandoned_tasks):
+            task.cancel()
+        await asyncio.gather(*self._abandoned_tasks, return_exceptions=True)
 
     async def _client_left(self, request: Request, body_done: asyncio.Event) -> None:
         """Return when the client disconnects after sending its whole body."""

@@ -34,6 +34,7 @@ class StatusSources:
     install: Any = None  # geolibre_sidecar.install_api.InstallJobs
     environment: Any = None  # geolibre_sidecar.environment_info.EnvironmentInfo
     sam3: Any = None  # geolibre_sidecar.sam3_modes.Sam3Policy
+    proxy: Any = None  # geolibre_sidecar.proxy.SegmentProxy
 
 
 def _installed(sources: StatusSources) -> bool:
@@ -46,6 +47,10 @@ def _installed(sources: StatusSources) -> bool:
 def build_status(sources: StatusSources) -> dict[str, Any]:
     backend, settings = sources.backend, sources.settings
     snapshot = backend.snapshot()
+    if sources.proxy is not None:
+        # Ours, not samgeo-api's: requests whose client left while the backend still
+        # computes them; they keep their in-flight slots until it finishes.
+        snapshot = {**snapshot, "abandoned": sources.proxy.abandoned}
     state = backend.state
     available = backend.available
     hints: list[str] = []

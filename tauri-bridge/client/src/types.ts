@@ -102,7 +102,11 @@ export interface AcceleratorFacts {
 
 /** `weights` in /ml/status (null unless a managed model environment is installed). */
 export interface WeightsFacts {
-  present: boolean;
+  /** null when the sidecar cannot look (a backend it did not install: `checked` is false). */
+  present: boolean | null;
+  checked?: boolean;
+  /** Why a segmentation cannot run for lack of weights, or why they were not checked. */
+  reason?: string | null;
   route?: string | null;
   backend?: string | null;
   missing?: string[];
