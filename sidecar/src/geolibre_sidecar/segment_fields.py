@@ -1,8 +1,10 @@
 """The form fields of samgeo-api's three segment endpoints, and how to check them.
 
 Mirrors ``samgeo-api-1.4.2.openapi.json`` (a test compares the two), so a
-typo'd or malformed field is refused here, with a sentence, before the
-backend spends minutes on a request it will reject.
+malformed value of a known field is refused here, with a sentence, before the
+backend spends minutes on a request it will reject. Fields not listed here are
+forwarded untouched: samgeo-api (FastAPI) ignores them, and GeoLibre's app sends
+``model_version`` to every mode.
 """
 
 from __future__ import annotations
