@@ -235,14 +235,27 @@ CPU_ENV = {"sam3_backend": "transformers", "cuda_working": False, "build": "cu13
 def test_an_explicit_meta_backend_is_refused_where_cuda_does_not_work():
     here = from_record(CPU_ENV)
     data = body(part("file", b"x", "a"), part("backend", b"meta"), part("prompt", b"t"))
-    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=here.vet)
+    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=here.vetter("text"))
     with pytest.raises(NotSupportedHere, match="backend=meta cannot run on this computer"):
         guard.feed(data)
     explicit = body(part("file", b"x", "a"), part("backend", b"transformers"), part("prompt", b"t"))
-    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=here.vet)
+    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=here.vetter("text"))
     guard.feed(explicit)
     assert guard.finish().fields["backend"] == "transformers"
     gpu = from_record({"sam3_backend": "meta", "cuda_working": True})
-    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=gpu.vet)
+    guard = MultipartGuard(BOUNDARY.encode(), "text", vet=gpu.vetter("text"))
     guard.feed(data)
     assert guard.finish().fields["backend"] == "meta"
+
+
+def test_a_meta_only_request_is_refused_when_its_deciding_field_arrives():
+    here = from_record(CPU_ENV)
+    data = body(part("model_version", b"sam3"), part("file", b"x" * 5000, "a"))
+    guard = MultipartGuard(BOUNDARY.encode(), "automatic", vet=here.vetter("automatic"))
+    with pytest.raises(NotSupportedHere, match="/segment/automatic with SAM 3 cannot run"):
+        guard.feed(data[:200])  # before the file: nothing of it was needed
+    # SAM 1 has its own code, which runs on the CPU: not ours to refuse.
+    sam1 = body(part("model_version", b"sam"), part("file", b"x", "a"))
+    guard = MultipartGuard(BOUNDARY.encode(), "automatic", vet=here.vetter("automatic"))
+    guard.feed(sam1)
+    assert here.refusal("automatic", guard.finish().fields) is None

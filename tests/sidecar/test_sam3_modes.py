@@ -52,14 +52,20 @@ def test_the_record_decides_the_default_and_what_works(record, default, automati
     for mode in ("automatic", "predict"):
         assert modes[mode]["works"] is automatic_works
         assert modes[mode]["implementation"] == "meta"
-        assert (here.refusal(mode) is None) is automatic_works
-    assert here.refusal("text") is None
+        assert (here.refusal(mode, {}) is None) is automatic_works
+        assert (here.refusal(mode, {"model_version": " "}) is None) is automatic_works
+        assert here.refusal(mode, {"model_version": "sam"}) is None, "SAM 1 runs on the CPU"
+        assert here.refusal(mode, {}, complete=False) is None, "model_version may come later"
+    assert here.refusal("text", {"prompt": "trees"}) is None
+    assert here.refusal("text", {"backend": "transformers"}) is None
+    assert (here.refusal("text", {"backend": "meta"}) is None) is automatic_works
+    assert (here.refusal("text", {"model_id": "facebook/sam3.1"}) is None) is automatic_works
 
 
 def test_the_refusal_is_one_sentence_that_says_why_and_what_works():
-    refusal = from_record(CPU_RECORD).refusal("predict")
+    refusal = from_record(CPU_RECORD).refusal("predict", {"point_coords": "[[1, 2]]"})
     assert refusal is not None
-    assert refusal.detail.startswith("/segment/predict cannot run on this computer")
+    assert refusal.detail.startswith("/segment/predict with SAM 3 cannot run on this computer")
     assert "needs CUDA (CUDA did not work in the cu130 environment installed here)" in (
         refusal.detail
     )
@@ -76,7 +82,7 @@ def test_backends_we_did_not_install_are_left_alone(tmp_path: Path):
         settings = SidecarSettings.from_environ({"GEOLIBRE_ML_HOME": str(tmp_path), **extra})
         here = Sam3Policy(settings).current()
         assert here.default is None and here.meta_runs is None
-        assert here.refusal("automatic") is None
+        assert here.refusal("automatic", {}) is None
         assert {m["works"] for m in here.modes().values()} == {None}
 
 
@@ -170,6 +176,6 @@ def test_an_explicit_choice_is_kept_and_meta_is_refused_at_once(managed):
     assert meta.json()["detail"].startswith("backend=meta cannot run on this computer")
     for mode, response in refused.items():
         assert response.status_code == 501, response.text
-        assert response.json()["detail"].startswith(f"/segment/{mode} cannot run")
+        assert response.json()["detail"].startswith(f"/segment/{mode} with SAM 3 cannot run")
     # Only the explicit request reached samgeo-api: nothing failed deep inside it.
     assert stats["segment_requests"] == 1

@@ -136,8 +136,6 @@ class SegmentProxy:
                 status_code=404,
             )
         here = self.sam3.current()
-        if refusal := here.refusal(mode):
-            raise refusal
         boundary = boundary_of(request.headers.get("content-type", ""))
         length = self._declared_length(request)
         if self.in_flight >= self.settings.max_in_flight:
@@ -208,7 +206,7 @@ class SegmentProxy:
         here: Sam3Here,
     ) -> Response:
         started = time.monotonic()
-        guard = MultipartGuard(boundary, mode, vet=here.vet)
+        guard = MultipartGuard(boundary, mode, vet=here.vetter(mode))
         # A text request without `backend` gets the implementation installed for this
         # computer (samgeo-api's own default, meta, needs CUDA). Whether it lacks one is
         # known only at the end, after the head went out: so no Content-Length then.
@@ -255,6 +253,8 @@ class SegmentProxy:
                         yield held[:ready]
                     held, held_at = held[ready:] + chunk, held_at + ready
             summary = guard.finish()
+            if refusal := here.refusal(mode, summary.fields):  # e.g. no model_version: sam3
+                raise refusal
             fields = summary.fields
             if default_backend and not fields.get("backend", "").strip():
                 cut = guard.closing_offset - held_at

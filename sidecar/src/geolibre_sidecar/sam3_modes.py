@@ -4,13 +4,15 @@ samgeo-api 1.4.2 has two SAM 3 implementations: ``meta`` (SAM 3's own code; it
 puts tensors on ``"cuda"`` unconditionally, so it needs CUDA) and
 ``transformers`` (runs on the CPU too). Only ``/segment/text`` lets a request
 choose, with its ``backend`` field, whose default is ``meta``;
-``/segment/automatic`` and ``/segment/predict`` always build ``meta``.
+``/segment/automatic`` and ``/segment/predict`` with SAM 3 always build ``meta``,
+and ``facebook/sam3.1`` is meta only.
 
 The sidecar knows the truth only for the environment it installed: the record
 written after verification says which implementation the plan chose
 (``sam3_backend``) and whether CUDA worked there (``cuda_working``). For that
 environment it fills in a missing ``backend`` with the plan's choice and refuses
-at once what would only fail deep inside torch. A server it did not build
+what would only fail deep inside torch (as soon as the deciding field has arrived,
+before the backend has a complete request). A server it did not build
 (``GEOLIBRE_ML_SAMGEO_CMD``, ``GEOLIBRE_ML_SAMGEO_URL``, a ``samgeo-api`` on
 PATH) may run anywhere with any torch (a remote GPU, ROCm): requests to it go
 through unchanged and status says "unknown".
@@ -19,6 +21,7 @@ through unchanged and status says "unknown".
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,7 +32,10 @@ from geolibre_sidecar.settings import SidecarSettings
 
 Implementation = Literal["meta", "transformers"]
 IMPLEMENTATIONS: tuple[Implementation, ...] = ("meta", "transformers")
+# With SAM 3 (model_version sam3, the default), samgeo-api builds meta for these whatever is
+# asked; SAM 1 (model_version sam) has its own code, which runs on the CPU.
 META_ONLY_MODES = ("automatic", "predict")
+META_ONLY_MODELS = ("facebook/sam3.1",)  # a checkpoint repository: meta only
 
 
 @dataclass(frozen=True)
@@ -41,24 +47,50 @@ class Sam3Here:
     meta_runs: bool | None = None
     why_not_meta: str = ""
 
-    def refusal(self, mode: str) -> NotSupportedHere | None:
-        """The immediate answer for a mode that cannot work here, or None."""
-        if self.meta_runs is False and mode in META_ONLY_MODES:
+    def refusal(
+        self, mode: str, fields: Mapping[str, str], *, complete: bool = True
+    ) -> NotSupportedHere | None:
+        """The answer for a request that could only fail here for want of CUDA, or None.
+
+        ``complete`` False: ``fields`` are the parts seen so far, so a missing field
+        does not yet mean its default.
+        """
+        if self.meta_runs is not False:
+            return None
+        why = self.why_not_meta
+        if mode in META_ONLY_MODES:
+            version = fields.get("model_version")
+            if version is None and not complete:
+                return None
+            if (version or "").strip() in ("", "sam3"):  # empty means the default, sam3
+                return NotSupportedHere(
+                    f"/segment/{mode} with SAM 3 cannot run on this computer: samgeo-api runs "
+                    f"it only with SAM 3's meta implementation, which needs CUDA ({why}); use "
+                    "text segmentation, which runs here with the transformers implementation."
+                )
+            return None
+        if (fields.get("backend") or "").strip() == "meta":
             return NotSupportedHere(
-                f"/segment/{mode} cannot run on this computer: samgeo-api runs it only with "
-                f"SAM 3's meta implementation, which needs CUDA ({self.why_not_meta}); use text "
-                "segmentation, which runs here with the transformers implementation."
+                f"backend=meta cannot run on this computer: SAM 3's meta implementation needs "
+                f"CUDA ({why}); send backend=transformers, or leave the field out to use the "
+                "one installed for this computer."
+            )
+        if (fields.get("model_id") or "").strip() in META_ONLY_MODELS:
+            return NotSupportedHere(
+                f"model_id={fields['model_id'].strip()} cannot run on this computer: it has "
+                f"only SAM 3's meta implementation, which needs CUDA ({why}); leave model_id "
+                "out to use facebook/sam3."
             )
         return None
 
-    def vet(self, name: str, value: str) -> None:
-        """Refuse an explicit ``backend=meta`` where meta cannot run (the guard calls this)."""
-        if name == "backend" and value.strip() == "meta" and self.meta_runs is False:
-            raise NotSupportedHere(
-                "backend=meta cannot run on this computer: SAM 3's meta implementation needs "
-                f"CUDA ({self.why_not_meta}); send backend=transformers, or leave the field out "
-                "to use the one installed for this computer."
-            )
+    def vetter(self, mode: str) -> Callable[[str, str], None]:
+        """For the multipart guard: refuse a decisive field as soon as its part ends."""
+
+        def vet(name: str, value: str) -> None:
+            if refusal := self.refusal(mode, {name: value}, complete=False):
+                raise refusal
+
+        return vet
 
     def modes(self) -> dict[str, dict[str, Any]]:
         """``/ml/status`` ``modes``: per endpoint, whether it can work here and with what."""
@@ -80,7 +112,7 @@ class Sam3Here:
             }
         }
         for mode in META_ONLY_MODES:
-            refusal = self.refusal(mode)
+            refusal = self.refusal(mode, {})
             modes[mode] = {
                 "works": refusal is None,
                 "implementation": "meta",
