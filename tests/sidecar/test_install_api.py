@@ -68,7 +68,7 @@ def read_events(sidecar, *, after: int = 0) -> list[dict]:
     return events
 
 
-def test_install_from_the_app_streams_progress_then_segmentation_works(installing, marker):
+def test_install_from_the_app_streams_progress_then_asks_for_the_weights(installing, marker):
     sidecar = installing()
     with sidecar.client() as client:
         assert client.get("/ml/status").json()["installed"] is False
@@ -94,8 +94,11 @@ def test_install_from_the_app_streams_progress_then_segmentation_works(installin
         )
     assert state["state"] == "succeeded" and state["running"] is False
     assert status["installed"] is True
-    assert segmented.status_code == 200
-    assert segmented.json()["standin"]["received"]["fields"]["backend"] == "transformers"
+    # Installed without weights: nothing can segment yet, and both say so at once.
+    assert status["available"] is False and "weights" in status["message"]
+    assert segmented.status_code == 503
+    assert segmented.json()["cause"] == "weights_missing"
+    assert segmented.json()["detail"] == status["message"]
 
 
 def test_weights_come_from_the_hub_and_the_backend_then_runs_offline(installing, hub, ml_home):

@@ -94,18 +94,20 @@ def test_no_objects_found_404_passes_through_unchanged(proxied, standin):
     assert response.json()["detail"].startswith("No objects found")
 
 
-def test_backend_500_keeps_its_detail_and_gains_a_hint(proxied, standin):
-    standin.set_switches(mode="500", detail_500="torch.OutOfMemoryError: CUDA out of memory.")
+def test_backend_500_becomes_a_sentence_with_cause_and_hint(proxied, standin):
+    raw = "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    standin.set_switches(mode="500", detail_500=raw)
     sidecar = proxied()
     with sidecar.client() as client:
         response = text_request(client)
         status = client.get("/ml/status").json()
     assert response.status_code == 500
     body = response.json()
-    assert body["detail"] == "torch.OutOfMemoryError: CUDA out of memory."
+    assert body["detail"] == "samgeo-api could not segment: the GPU ran out of memory."
     assert body["cause"] == "cuda_out_of_memory"
     assert "GPU ran out of memory" in body["hint"]
     assert any("GPU ran out of memory" in hint for hint in status["hints"])
+    assert raw in sidecar.stderr(), "the library's own words stay in the log"
 
 
 def test_backend_400_passes_through(proxied):

@@ -10,21 +10,28 @@ import contextlib
 import logging
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import httpx
+from geolibre_env.availability import (
+    FOREIGN_SOURCES,
+    MANAGED_SOURCE,
+    NOT_CHECKED_URL,
+    WeightsVerdict,
+)
 from geolibre_env.errors import GeoLibreError, NotInstalledError
-from geolibre_env.exit_causes import ExitCause, classify_text
+from geolibre_env.exit_causes import ExitCause, Explanation, explain_answer
 from geolibre_env.launch import managed_backend_environment
 from geolibre_env.model_env import active_environment
-from geolibre_env.redact import redact_url
+from geolibre_env.redact import redact, redact_url
 from geolibre_env.supervisor import BackendState, Health, LaunchSpec, Supervisor
 
 from geolibre_sidecar.errors import BackendBroke, BackendUnavailable, Conflict, SidecarError
 from geolibre_sidecar.model_variants import ModelVariants
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.upstream import ConnectFailed, UpstreamError
+from geolibre_sidecar.weights_gate import WeightsGate
 
 log = logging.getLogger("geolibre.sidecar")
 
@@ -56,7 +63,12 @@ class Backend(Protocol):
     async def stop(self) -> None: ...
     async def clear_models(self) -> None: ...
     async def explain(self, exc: httpx.TransportError | UpstreamError) -> SidecarError: ...
-    def note_error_answer(self, status: int, detail: str) -> None: ...
+    def note_error_answer(self, status: int, detail: str) -> Explanation: ...
+    def weights(self) -> WeightsVerdict | None: ...
+    def weights_note(self) -> str | None: ...
+    def weights_refusal(
+        self, mode: str, fields: Mapping[str, str] | None
+    ) -> SidecarError | None: ...
     def snapshot(self) -> dict[str, Any]: ...
     async def startup(self) -> None: ...
     async def after_install(self) -> None: ...
@@ -83,14 +95,17 @@ def _reason(exc: httpx.TransportError | UpstreamError) -> str:
     return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
 
 
-def _note_error(backend: Backend, status: int, detail: str) -> None:
-    cause = classify_text(detail)
+def _note_error(backend: Backend, status: int, detail: str) -> Explanation:
+    """Remember samgeo-api's error answer as a sentence; its raw text goes to the log."""
+    explained = explain_answer(status, detail)
+    log.warning("samgeo-api answered %d: %s", status, redact(detail)[:2000])
     backend.last_request_error = {
         "status": status,
-        "detail": detail[:500],
-        "cause": cause.value if cause else None,
+        "detail": explained.detail,
+        "cause": explained.cause.value,
         "at": time.time(),
     }
+    return explained
 
 
 class ManagedBackend:
@@ -105,6 +120,7 @@ class ManagedBackend:
         )
         self.variants = ModelVariants(settings.max_model_variants)
         self.last_request_error: dict[str, Any] | None = None
+        self.gate = WeightsGate(settings)
 
     def _resolve_launch(self) -> LaunchSpec:
         settings = self.settings
@@ -112,17 +128,17 @@ class ManagedBackend:
             return LaunchSpec(
                 settings.samgeo_cmd,
                 backend_environment(settings, managed=False),
-                "GEOLIBRE_ML_SAMGEO_CMD",
+                FOREIGN_SOURCES[0],
             )
         active = active_environment(settings.env.paths)
         if active is not None:
             env = backend_environment(settings, managed=True)
             env.update(managed_backend_environment(settings.env, active))
-            return LaunchSpec((str(active.server),), env, "the managed model environment")
+            return LaunchSpec((str(active.server),), env, MANAGED_SOURCE)
         on_path = shutil.which("samgeo-api", path=settings.env.environ.get("PATH"))
         if on_path:
             return LaunchSpec(
-                (on_path,), backend_environment(settings, managed=False), "samgeo-api on PATH"
+                (on_path,), backend_environment(settings, managed=False), FOREIGN_SOURCES[1]
             )
         raise NotInstalledError(
             "The model backend is not installed.",
@@ -201,8 +217,17 @@ class ManagedBackend:
             f"({_reason(exc)}). Try again; if it keeps happening, run geolibre-ml doctor."
         )
 
-    def note_error_answer(self, status: int, detail: str) -> None:
-        _note_error(self, status, detail)
+    def note_error_answer(self, status: int, detail: str) -> Explanation:
+        return _note_error(self, status, detail)
+
+    def weights(self) -> WeightsVerdict | None:
+        return self.gate.verdict()
+
+    def weights_note(self) -> str | None:
+        return self.gate.note()
+
+    def weights_refusal(self, mode: str, fields: Mapping[str, str] | None) -> SidecarError | None:
+        return self.gate.refusal(mode, fields)
 
     def snapshot(self) -> dict[str, Any]:
         data = self.supervisor.snapshot()
@@ -214,6 +239,7 @@ class ManagedBackend:
         backend from the old environment go so the next request starts the new one."""
         self.supervisor.reset_failure()
         self.last_request_error = None
+        self.gate.forget()
         if self.supervisor.state is BackendState.READY and self.supervisor.in_flight == 0:
             await self.supervisor.stop(
                 summary="samgeo-api was stopped to switch to the new install."
@@ -303,8 +329,17 @@ class ExternalBackend:
             f"request ({_reason(exc)})."
         )
 
-    def note_error_answer(self, status: int, detail: str) -> None:
-        _note_error(self, status, detail)
+    def note_error_answer(self, status: int, detail: str) -> Explanation:
+        return _note_error(self, status, detail)
+
+    def weights(self) -> WeightsVerdict | None:
+        return None  # that server's disk is not ours to look at
+
+    def weights_note(self) -> str | None:
+        return NOT_CHECKED_URL
+
+    def weights_refusal(self, mode: str, fields: Mapping[str, str] | None) -> SidecarError | None:
+        return None
 
     async def _probe(self) -> bool:
         try:

@@ -1,8 +1,9 @@
-"""Slow facts for ``/ml/status``: the GPU, and whether the weights are on disk.
+"""Slow facts for ``/ml/status``: the GPU and what the installed torch can use.
 
 Gathered off the request path (a worker thread) when the sidecar starts and
 after an install, so status stays fast and still tells the user what the
-machine can and cannot do.
+machine can and cannot do. The weights are not among them: they can come and
+go at any time (see :mod:`geolibre_sidecar.weights_gate`).
 """
 
 from __future__ import annotations
@@ -11,22 +12,15 @@ import asyncio
 import logging
 from typing import Any
 
-from geolibre_env.errors import GeoLibreError
 from geolibre_env.machine import detect_machine
 from geolibre_env.model_env import active_environment
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import load_spec
-from geolibre_env.weights import active_weights_status
 
 log = logging.getLogger("geolibre.sidecar")
 
 NO_GPU_HINT = (
     "This computer has no usable NVIDIA GPU, so SAM 3's meta backend cannot run here: use "
     'backend "transformers" (it runs on the CPU; expect minutes per image).'
-)
-WEIGHTS_HINT = (
-    "The SAM 3 weights are not on this computer yet: accept the licence for facebook/sam3 on "
-    "the Hugging Face Hub, then install again with your token (or give a local checkpoint)."
 )
 
 
@@ -62,18 +56,4 @@ class EnvironmentInfo:
         gpu_usable = bool(machine.gpus) and (cuda_working or active is None)
         accelerator["meta_backend_possible"] = gpu_usable
         accelerator["hint"] = None if gpu_usable else NO_GPU_HINT
-        weights: dict[str, Any] | None = None
-        if self.managed and active is not None:
-            try:
-                status = active_weights_status(settings, load_spec(settings.spec_path), active)
-                weights = {
-                    "present": status.present,
-                    "route": status.route,
-                    "backend": status.backend,
-                    "missing": list(status.missing),
-                    "token_configured": status.token_configured,
-                    "hint": None if status.present else WEIGHTS_HINT,
-                }
-            except GeoLibreError as exc:
-                weights = {"present": False, "hint": str(exc)}
-        return {"accelerator": accelerator, "weights": weights}
+        return {"accelerator": accelerator}

@@ -26,12 +26,26 @@ log = logging.getLogger("geolibre.sidecar")
 
 
 class SidecarError(Exception):
-    """Base class; ``detail`` is shown to the user as is."""
+    """Base class; ``detail`` is shown to the user as is, with ``hint`` (what to do) and
+    ``cause`` (a machine-readable reason, as in samgeo-api failures) when known."""
 
-    def __init__(self, detail: str, *, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        hint: str | None = None,
+        cause: str | None = None,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.headers = headers or {}
+        self.hint = hint
+        self.cause = cause
+
+    def body(self) -> dict[str, str]:
+        extra = {"cause": self.cause, "hint": self.hint}
+        return {"detail": self.detail, **{k: v for k, v in extra.items() if v}}
 
 
 class BadRequest(SidecarError):
@@ -112,7 +126,7 @@ def error_response(exc: Exception) -> JSONResponse:
     """The JSON error for any exception; unknown ones never show a traceback."""
     status = status_for(exc)
     if isinstance(exc, SidecarError):
-        return JSONResponse({"detail": exc.detail}, status_code=status, headers=exc.headers)
+        return JSONResponse(exc.body(), status_code=status, headers=exc.headers)
     if isinstance(exc, GeoLibreError):
         return JSONResponse({"detail": redact(str(exc))}, status_code=status)
     log.exception("unexpected error")

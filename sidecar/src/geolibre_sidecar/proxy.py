@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
-from geolibre_env.exit_causes import HINTS, ExitCause
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
@@ -136,6 +135,8 @@ class SegmentProxy:
                 status_code=404,
             )
         here = self.sam3.current()
+        if refusal := self.backend.weights_refusal(mode, None):
+            raise refusal
         boundary = boundary_of(request.headers.get("content-type", ""))
         length = self._declared_length(request)
         if self.in_flight >= self.settings.max_in_flight:
@@ -325,7 +326,10 @@ class SegmentProxy:
         return RelayResponse(upstream, release, on_done=relayed)
 
     async def _before_release(self, mode: str, fields: dict[str, str]) -> None:
-        """Last moment before the backend can act on the request: apply the model-cache policy."""
+        """Last moment before the backend can act on the request: refuse what could only
+        fail on missing weights, then apply the model-cache policy."""
+        if refusal := self.backend.weights_refusal(mode, fields):
+            raise refusal
         variants, owner = self.backend.variants, self.backend.instance
         key = variant_key(mode, fields)
         if variants.needs_clear(owner, key):
@@ -389,7 +393,8 @@ class SegmentProxy:
     async def _error_answer(
         self, upstream: UpstreamResponse, mode: str, release: Release
     ) -> Response:
-        """samgeo-api's 5xx: keep its detail, add the cause and a hint when we know them."""
+        """samgeo-api's 5xx as a sentence with a cause and a hint (its raw text, often a
+        library's exception, goes to the log: see Backend.note_error_answer)."""
         try:
             body = await upstream.aread(ERROR_BODY_LIMIT_BYTES)
         except UpstreamError:
@@ -397,19 +402,16 @@ class SegmentProxy:
         finally:
             await upstream.aclose()
             await release()
-        detail = body.decode("utf-8", "replace").strip() or (
-            f"samgeo-api answered {upstream.status_code} without saying why; its log may tell."
-        )
+        detail = body.decode("utf-8", "replace").strip()
         with contextlib.suppress(ValueError):
             parsed = json.loads(body)
             if isinstance(parsed, dict) and "detail" in parsed:
                 detail = str(parsed["detail"])
-        self.backend.note_error_answer(upstream.status_code, detail)
-        payload: dict[str, object] = {"detail": detail}
-        error = self.backend.last_request_error or {}
-        if error.get("cause"):
-            cause = ExitCause(error["cause"])
-            payload["cause"] = cause.value
-            payload["hint"] = HINTS[cause]
-        log.warning("POST /ml/segment/%s -> %d: %s", mode, upstream.status_code, detail[:200])
+        explained = self.backend.note_error_answer(upstream.status_code, detail)
+        payload = {
+            "detail": explained.detail,
+            "cause": explained.cause.value,
+            "hint": explained.hint,
+        }
+        log.warning("POST /ml/segment/%s -> %d: %s", mode, upstream.status_code, explained.detail)
         return JSONResponse(payload, status_code=upstream.status_code)

@@ -1,6 +1,10 @@
 """``GET /ml/status``: GeoLibre's keys plus state, backend, install, accelerator
 and hints. Built only from what the sidecar already knows (no probe on the
 request path), so it answers fast while samgeo-api is blocked in inference.
+
+``available`` means a segmentation can succeed now: the backend answers and the
+weights of the SAM 3 implementation that will run are on disk
+(:func:`geolibre_env.availability.segmentation_availability`, the doctor's rule too).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from geolibre_env.availability import WeightsVerdict, segmentation_availability
 from geolibre_env.exit_causes import HINTS, ExitCause
 from geolibre_env.model_env import active_environment
 
@@ -52,7 +57,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         # computes them; they keep their in-flight slots until it finishes.
         snapshot = {**snapshot, "abandoned": sources.proxy.abandoned}
     state = backend.state
-    available = backend.available
+    available = backend.available  # it answers: enough for url, version and models
     hints: list[str] = []
     install = sources.install.snapshot() if sources.install is not None else None
     installing = bool(install and install.get("running"))
@@ -99,6 +104,20 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         )
         hints.append(START_HINT)
 
+    weights = backend.weights() if installed else None
+    verdict = segmentation_availability(available, weights)
+    if weights is not None and not weights.present and not installing:
+        # Starting the backend would not help: the weights are the first thing to fix.
+        message = (
+            f"{message} {verdict.reason}"
+            if state in ("restarting", "failed")
+            else (verdict.reason or message)
+        )
+        hints = [h for h in hints if h != START_HINT]
+        hints.insert(0, verdict.hint or INSTALL_HINT)
+    note = backend.weights_note() if installed else None
+    if available and note:
+        message = f"{message} {note}"
     error = backend.last_request_error
     if error and error.get("cause"):
         hint = HINTS[ExitCause(error["cause"])]
@@ -106,9 +125,6 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
             hints.append(f"The last segmentation failed: {hint}")
     facts = sources.environment.snapshot() if sources.environment is not None else None
     accelerator = (facts or {}).get("accelerator")
-    weights = (facts or {}).get("weights")
-    if weights and weights.get("hint") and installed:
-        hints.append(weights["hint"])
     if accelerator and accelerator.get("hint"):
         hints.append(accelerator["hint"])
     if installing and install:
@@ -116,7 +132,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
 
     return {
         # GeoLibre's keys first: the app's front end reads these.
-        "available": available,
+        "available": verdict.available,
         "default_model": settings.default_model,
         "message": message,
         **(_answering(backend) if available else {}),
@@ -126,7 +142,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         "backend": snapshot,
         "install": install,
         "accelerator": accelerator,
-        "weights": weights,
+        "weights": _weights_block(weights, note if installed else None),
         "hints": hints,
         "loaded_models": _samgeo_models(backend).get("loaded") if available else None,
         "modes": sources.sam3.current().modes() if sources.sam3 is not None else None,
@@ -154,3 +170,13 @@ def _answering(backend: Backend) -> dict[str, Any]:
         "models": _samgeo_models(backend).get("models"),
     }
     return {key: value for key, value in keys.items() if value is not None}
+
+
+def _weights_block(weights: WeightsVerdict | None, note: str | None) -> dict[str, Any] | None:
+    """The weights of the implementation that will run; ``checked: false`` (and why)
+    for a backend whose disk the sidecar cannot see; None before an install."""
+    if weights is not None:
+        return {**weights.to_dict(), "checked": True}
+    if note is None:
+        return None
+    return {"present": None, "checked": False, "reason": note, "hint": None}

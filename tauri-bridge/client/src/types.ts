@@ -100,7 +100,11 @@ export interface AcceleratorFacts {
   [key: string]: unknown;
 }
 
-/** `weights` in /ml/status (null unless a managed model environment is installed). */
+/**
+ * `weights` in /ml/status: those of the SAM 3 implementation that will run (the
+ * install plan's choice), looked at again on every status; null until a model
+ * backend is installed.
+ */
 export interface WeightsFacts {
   /** null when the sidecar cannot look (a backend it did not install: `checked` is false). */
   present: boolean | null;
@@ -110,7 +114,9 @@ export interface WeightsFacts {
   route?: string | null;
   backend?: string | null;
   missing?: string[];
-  token_configured?: boolean;
+  /** Whether a Hugging Face token is stored or set (never the token); null when not checked. */
+  token_configured?: boolean | null;
+  /** The next step when they are missing: the exact command, and the app's route. */
   hint: string | null;
   [key: string]: unknown;
 }
@@ -137,6 +143,11 @@ export interface ModeSupport {
  * the sidecar's own.
  */
 export interface MlStatus {
+  /**
+   * A segmentation can succeed now: the backend answers and (for the environment the
+   * sidecar installed) the weights of the implementation that will run are on disk.
+   * When false, `message` says why and `hints[0]` what to do.
+   */
   available: boolean;
   default_model: string;
   message: string;

@@ -1,0 +1,138 @@
+"""The SAM 3 weights of the environment the sidecar installed: for ``/ml/status``
+(``available`` only with them on disk) and to refuse at once a request that
+could only fail on them, instead of forwarding it to a samgeo-api that would
+spend 23 s on the Hub's retries before saying so in a library's words.
+
+Only the managed environment is checked: a server given by command or URL has
+its own disk. A verdict is a few ``stat`` calls and two small JSON files, kept
+for TTL_S so a burst of status polls and requests reads the disk once; an
+install forgets it at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Mapping
+
+from geolibre_env.availability import NOT_CHECKED_CMD, WeightsVerdict, weights_verdict
+from geolibre_env.errors import GeoLibreError
+from geolibre_env.exit_causes import ExitCause
+from geolibre_env.model_env import ActiveEnvironment, active_environment
+from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.weights import Backend, planned_backend
+
+from geolibre_sidecar.errors import BackendUnavailable
+from geolibre_sidecar.settings import SidecarSettings
+
+TTL_S = 1.0
+# samgeo-api 1.4.2 builds SAM 3's meta implementation for these, whatever is asked.
+META_ONLY_MODES = ("automatic", "predict")
+OTHER_SAM3_REPOS = ("facebook/sam3.1",)  # meta-only checkpoints we do not install
+
+
+class WeightsGate:
+    def __init__(self, settings: SidecarSettings) -> None:
+        self.settings = settings
+        self._cache: dict[Backend | None, tuple[float, WeightsVerdict | None]] = {}
+        self._spec: ModelEnvSpec | None = None  # parsing it costs more than the look
+
+    @property
+    def applies(self) -> bool:
+        """Whether the backend the sidecar runs is the managed environment's."""
+        return not (self.settings.samgeo_cmd or self.settings.samgeo_url)
+
+    def _active(self) -> ActiveEnvironment | None:
+        return active_environment(self.settings.env.paths) if self.applies else None
+
+    def note(self) -> str | None:
+        """Why the weights are not checked, when they are not."""
+        if self.settings.samgeo_url:
+            return None  # status words the external case itself
+        if self.settings.samgeo_cmd or self._active() is None:
+            return NOT_CHECKED_CMD
+        return None
+
+    def verdict(self, backend: Backend | None = None) -> WeightsVerdict | None:
+        """The weights of ``backend`` (default: the plan's choice); None: not ours to check."""
+        now = time.monotonic()
+        cached = self._cache.get(backend)
+        if cached is not None and now - cached[0] < TTL_S:
+            return cached[1]
+        active = self._active()
+        result = None
+        if active is not None:
+            chosen = backend or planned_backend(active, "meta")
+            result = weights_verdict(self.settings.env, active, backend=chosen, spec=self._load())
+        self._cache[backend] = (now, result)
+        return result
+
+    def forget(self) -> None:
+        self._cache.clear()
+
+    def refusal(self, mode: str, fields: Mapping[str, str] | None) -> BackendUnavailable | None:
+        """The immediate 503 for a request that could only fail on missing weights.
+
+        ``fields`` None: before the body is read (text mode only, where every
+        implementation that could run is checked); then again with the fields, for
+        the implementation and model the request really uses. A model we do not
+        install (SAM 1 or 2, facebook/sam3.1) is never refused here.
+        """
+        if not self.applies:
+            return None
+        if fields is None:
+            return self._refusal_before_body(mode)
+        version = (fields.get("model_version") or "sam3").strip()
+        model_id = (fields.get("model_id") or "").strip()
+        if version != "sam3" or model_id not in ("", self._repo()):
+            return None
+        asked = (fields.get("backend") or "").strip()
+        backend: Backend | None
+        if mode in META_ONLY_MODES:
+            backend = "meta"
+        else:
+            backend = asked if asked in ("meta", "transformers") else None  # type: ignore[assignment]
+        return _refuse(self.verdict(backend))
+
+    def _refusal_before_body(self, mode: str) -> BackendUnavailable | None:
+        if mode != "text":  # model_version may name SAM 1 or 2: wait for the fields
+            return None
+        active = self._active()
+        if active is None:
+            return None
+        candidates: tuple[Backend, ...] = ("transformers",)
+        if active.record.get("cuda_working"):
+            if self._other_checkpoint_cached():
+                return None
+            candidates = ("meta", "transformers")
+        if all(_refuse(self.verdict(backend)) for backend in candidates):
+            return _refuse(self.verdict())
+        return None
+
+    def _load(self) -> ModelEnvSpec | None:
+        """The spec, read once (None while unreadable: the verdict then says why)."""
+        if self._spec is None:
+            with contextlib.suppress(GeoLibreError):
+                self._spec = load_spec(self.settings.env.spec_path)
+        return self._spec
+
+    def _repo(self) -> str:
+        spec = self._load()
+        return spec.weights.repo if spec is not None else "facebook/sam3"
+
+    def _other_checkpoint_cached(self) -> bool:
+        hub = self.settings.env.paths.hf_home / "hub"
+        return any(
+            (hub / f"models--{repo.replace('/', '--')}").is_dir() for repo in OTHER_SAM3_REPOS
+        )
+
+
+def _refuse(verdict: WeightsVerdict | None) -> BackendUnavailable | None:
+    """The 503 when the weights are known to be missing (never on a failed look)."""
+    if verdict is None or verdict.status is None or verdict.present:
+        return None
+    return BackendUnavailable(
+        verdict.reason or "The SAM 3 weights are missing.",
+        hint=verdict.hint,
+        cause=ExitCause.WEIGHTS_MISSING.value,
+    )
