@@ -112,7 +112,8 @@ def _members(path: Path) -> dict[str, tarfile.TarInfo]:
 def test_the_export_is_one_archive_with_a_checksum_for_every_file(exported):
     path, result = exported["path"], exported["result"]
     assert result["sha256"] == file_digest(path)[0] and result["size"] == path.stat().st_size
-    assert result["target"]["build"] == "cpu" and result["target"]["backend"] == "transformers"
+    # This Linux machine without a GPU: the package index's cu130 wheel, run on the CPU.
+    assert result["target"]["build"] == "cu130" and result["target"]["backend"] == "transformers"
     members = _members(path)
     assert next(iter(members)) == MANIFEST, "the manifest comes first: it is read first"
     with tarfile.open(path) as archive:
@@ -127,7 +128,7 @@ def test_the_export_is_one_archive_with_a_checksum_for_every_file(exported):
     assert weights == {"config.json", "model.safetensors", "processor_config.json"}
     assert manifest["weights"]["commit"] == exported["repo"].commit
     assert manifest["vocab"] == f"vocab/{VOCAB}"
-    assert manifest["plan"]["torch_build"]["name"] == "cpu"
+    assert manifest["plan"]["torch_build"]["name"] == "cu130"
     assert set(manifest["files"]) == set(members) - {MANIFEST}
     with tarfile.open(exported["windows"]) as archive:
         windows = json.loads(archive.extractfile(MANIFEST).read())  # type: ignore[union-attr]

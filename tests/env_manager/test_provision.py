@@ -44,7 +44,9 @@ def test_install_builds_verifies_and_switches_in(installer):
         assert phase in phases
     result = events[-1]
     assert result["event"] == "result" and result["outcome"] == "installed"
-    assert result["plan"]["torch_build"]["name"] == "cpu"
+    # Linux without a GPU: the package index's torch (the cu130 build), on the CPU.
+    assert result["plan"]["torch_build"]["name"] == "cu130" and not result["plan"]["gpu_ready"]
+    assert result["plan"]["torch_label"].endswith("runs on the CPU here")
     assert result["verify"]["torch"] == "2.14.1+standin"
     name = assert_active_env_works(installer)
     assert name == result["env"]
@@ -154,9 +156,10 @@ def test_not_enough_disk_is_refused_before_anything_is_written(installer, tmp_pa
     shutil.copytree(Path(__file__).resolve().parents[2] / "installers", spec_dir)
     spec_file = spec_dir / "model-env.toml"
     text = spec_file.read_text()
-    assert "env_bytes_cpu = 2_400_000_000" in text
-    huge = "env_bytes_cpu = 1_000_000_000_000_000"  # a petabyte: more than any test disk
-    spec_file.write_text(text.replace("env_bytes_cpu = 2_400_000_000", huge))
+    # Linux without a GPU installs the package index's cu130 wheel: its figures count.
+    assert "env_bytes_cuda = 7_099_000_000" in text
+    huge = "env_bytes_cuda = 1_000_000_000_000_000"  # a petabyte: more than any test disk
+    spec_file.write_text(text.replace("env_bytes_cuda = 7_099_000_000", huge))
     proc = installer.run("install", "--no-weights", env={"GEOLIBRE_ML_SPEC": str(spec_file)})
     assert proc.returncode == 1
     assert "cannot start" in proc.stderr and "GB" in proc.stderr

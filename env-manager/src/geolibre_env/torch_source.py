@@ -98,8 +98,8 @@ def choose_source(
             # Pointed at the package index itself: say what that index really serves.
             return TorchSource(
                 index_build, url, "package-index", "GEOLIBRE_ML_TORCH_INDEX_URL",
-                f"GEOLIBRE_ML_TORCH_INDEX_URL points torch at the package index, whose "
-                f"{wheel_label(index_build)} is the {machine.os} wheel there.",
+                f"GEOLIBRE_ML_TORCH_INDEX_URL points torch at the package index, where "
+                f"the {machine.os} {machine.arch} wheel is {wheel_label(index_build)}.",
             )  # fmt: skip
         return TorchSource(
             wanted, url, "mirror", "GEOLIBRE_ML_TORCH_INDEX_URL",
