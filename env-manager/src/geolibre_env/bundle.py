@@ -15,11 +15,13 @@ printed when that matters.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import posixpath
 import shutil
+import stat
 import tarfile
 import time
 from collections.abc import Callable, Iterable
@@ -201,6 +203,29 @@ def read_manifest(archive: Path) -> Manifest:
         raise _incomplete(archive.name, NEW_COPY) from None
 
 
+def not_a_bundle_file(path: Path) -> str | None:
+    """Why ``path`` cannot be read as an archive (never opened: a FIFO would block), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "is a symbolic link that loops back on itself"
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            return "does not exist"
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a bundle file (give the .tar file made by `bundle export`)"
+    if stat.S_ISFIFO(mode):
+        return "is a named pipe (FIFO), not a bundle file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "is a device, not a bundle file"
+    if stat.S_ISSOCK(mode):
+        return "is a socket, not a bundle file"
+    return "is not a regular file"
+
+
 def open_bundle(
     archive: Path,
     staging: Path,
@@ -213,10 +238,9 @@ def open_bundle(
     Raises :class:`BundleError` (and removes ``staging``) for anything that does not
     match the manifest; returns only a bundle whose every byte was checked.
     """
-    if not archive.is_file():
+    if (wrong := not_a_bundle_file(archive)) is not None:
         raise BundleError(
-            f"The offline bundle {archive} does not exist.",
-            "Check the path given to --from.",
+            f"The offline bundle {archive} {wrong}.", "Check the path given to --from."
         )
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

@@ -251,16 +251,29 @@ def cmd_verify(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 def cmd_uninstall(args: argparse.Namespace, settings: EnvSettings) -> int:
     from geolibre_env.provision import processes_using
-    from geolibre_env.uninstall import uninstall
+    from geolibre_env.uninstall import UninstallReport, targets, uninstall
 
-    if not args.yes and sys.stdin.isatty():
+    paths = settings.paths
+    if not targets(paths, weights=args.weights, cache=args.cache):
+        report = UninstallReport()
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
+        return EXIT_OK
+    # Checked before asking, and before anything is removed: a refusal changes nothing.
+    users = [f"{p.name()} (pid {p.pid})" for p in processes_using(paths.envs_dir)]
+    if not users and not args.yes:
+        if not sys.stdin.isatty():
+            print(
+                "geolibre-ml uninstall: there is no terminal to confirm in, so nothing was "
+                "removed. Pass --yes to remove without asking.",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         extra = " and the weights" if args.weights else ""
         answer = input(f"Remove the model environment{extra}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             print("Nothing removed.")
             return EXIT_OK
-    users = [f"{p.name()} (pid {p.pid})" for p in processes_using(settings.paths.envs_dir)]
-    report = uninstall(settings.paths, weights=args.weights, cache=args.cache, in_use=users)
+    report = uninstall(paths, weights=args.weights, cache=args.cache, in_use=users)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_text())
     return EXIT_OK if not report.kept else EXIT_ERROR
 

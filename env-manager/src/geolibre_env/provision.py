@@ -277,6 +277,8 @@ class Provisioner:
             assert active is not None
             outcome, env = "up-to-date", active
             steps.emit("verify", f"the model environment {active.name} is already installed")
+            # A build that never switched in (a killed --force reinstall) is of no use now.
+            self._collect_garbage(keep=active.root)
         else:
             outcome, env = "installed", self._build_and_switch(plan, wanted, source)
         result = InstallResult(
@@ -535,7 +537,11 @@ class Provisioner:
         for root in self.paths.envs_dir.iterdir():
             if root == keep or not root.is_dir():
                 continue
-            if processes_using(root):
+            if not (root / COMPLETE_MARKER).exists():
+                # Half-built: no backend runs from it; anything inside is a stray of a
+                # killed install (we hold the install lock), which must not keep it alive.
+                self._stop_strays(root)
+            elif processes_using(root):
                 continue  # a running backend still uses it; the next install removes it
             shutil.rmtree(root, ignore_errors=True)
 

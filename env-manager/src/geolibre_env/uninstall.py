@@ -72,6 +72,16 @@ def _remove(path: Path, report: UninstallReport) -> None:
         report.removed.append(str(path))
 
 
+def targets(paths: Paths, *, weights: bool = False, cache: bool = False) -> list[Path]:
+    """What ``uninstall`` would remove now (only what exists)."""
+    wanted = [paths.active_pointer, paths.envs_dir]
+    if weights:
+        wanted += [paths.hf_home, paths.checkpoints_dir]
+    if cache:
+        wanted.append(paths.uv_cache)
+    return [p for p in wanted if p.exists() or p.is_symlink()]
+
+
 def uninstall(
     paths: Paths,
     *,
@@ -79,19 +89,22 @@ def uninstall(
     cache: bool = False,
     in_use: list[str] | None = None,
 ) -> UninstallReport:
-    """Remove what was asked for. ``in_use`` lists processes still running from the env."""
+    """Remove what was asked for. ``in_use`` lists processes still running from the env:
+    then nothing at all is removed (not the weights or the cache either), so the
+    refusal leaves everything as it was."""
     report = UninstallReport()
+    if in_use:
+        report.kept.append(
+            f"{paths.envs_dir} (in use by {', '.join(in_use)}: stop the backend first; "
+            "nothing was removed)"
+        )
+        return report
     lock = InstallLock(paths.install_lock)
     lock.acquire()  # raises InstallBusyError while an install runs
     try:
-        if in_use:
-            report.kept.append(
-                f"{paths.envs_dir} (in use by {', '.join(in_use)}: stop the backend first)"
-            )
-        else:
-            # The pointer goes first: from here on nothing counts as installed.
-            _remove(paths.active_pointer, report)
-            _remove(paths.envs_dir, report)
+        # The pointer goes first: from here on nothing counts as installed.
+        _remove(paths.active_pointer, report)
+        _remove(paths.envs_dir, report)
         if weights:
             _remove(paths.hf_home, report)
             _remove(paths.checkpoints_dir, report)
