@@ -641,11 +641,24 @@ try {
     if ($dryRun -or $plan.Code -ne 0) {
         say $plan.Text
     } else {
-        # What this computer can run, SAM 3 first among it, before anything is downloaded.
+        # What this computer can run, SAM 3 first among it, which sources answered just now,
+        # and the plan's warnings (an unreachable Hub, a fallback), before anything is downloaded.
+        $inWarnings = $false
         foreach ($line in ($plan.Text -split "`n")) {
+            $line = $line.TrimEnd()
             if ($line -match '^  (Machine|PyTorch|SAM 3):') {
-                [Console]::Out.WriteLine('      ' + $line.Substring(2).TrimEnd())
+                [Console]::Out.WriteLine('      ' + $line.Substring(2))
+            } elseif ($line -match '^    .*(answered \(HTTP|did not answer)') {
+                [Console]::Out.WriteLine('      ' + $line.Substring(4))
+            } elseif ($line -ceq 'Warnings:') {
+                $inWarnings = $true
+                [Console]::Out.WriteLine('      Warnings:')
+                continue
+            } elseif ($inWarnings -and $line.StartsWith('  - ')) {
+                [Console]::Out.WriteLine('      ' + $line.Substring(2))
+                continue
             }
+            $inWarnings = $false
         }
     }
     if ($plan.Code -ne 0) {

@@ -527,8 +527,14 @@ check_interrupt "$rc"
 if [ "$dry_run" -eq 1 ] || [ "$rc" -ne 0 ]; then
     printf '%s\n' "$plan"
 else
-    # What this computer can run, SAM 3 first among it, before anything is downloaded.
-    printf '%s\n' "$plan" | grep -E '^  (Machine|PyTorch|SAM 3):' | sed 's/^  /      /' || true
+    # What this computer can run, SAM 3 first among it, which sources answered just now,
+    # and the plan's warnings (an unreachable Hub, a fallback), before anything is downloaded.
+    printf '%s\n' "$plan" | awk '
+        /^  (Machine|PyTorch|SAM 3):/ { sub(/^  /, "      "); print; next }
+        /^    .*(answered \(HTTP|did not answer)/ { sub(/^    /, "      "); print; next }
+        /^Warnings:/ { warn = 1; print "      Warnings:"; next }
+        warn && /^  - / { print "      " substr($0, 3); next }
+        { warn = 0 }' || true
 fi
 if [ "$rc" -ne 0 ]; then
     fail "The install cannot start on this computer: the plan above lists the problems." \

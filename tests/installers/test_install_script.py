@@ -162,6 +162,10 @@ def test_installs_from_the_checkout_and_a_second_run_is_quick(machine):
     installed = next(i for i, line in enumerate(out) if line.endswith(": installed."))
     assert sam3 < installed, "the plan's SAM 3 line comes before anything is installed"
     assert "meta backend cannot run here" in out[sam3]  # this computer has no NVIDIA GPU
+    # The sources were checked before anything was downloaded: the closed Hub is a warning.
+    hub = next(i for i, line in enumerate(out) if "weights (Hub): 127.0.0.1:9 did not" in line)
+    warned = next(i for i, line in enumerate(out) if "- The Hub (127.0.0.1:9) did not" in line)
+    assert hub < installed and warned < installed
     assert out[-1].startswith("Verdict: INCOMPLETE (SAM 3 weights skipped with --no-weights).")
     status = machine.status()
     assert status["installed"] and status["environment"]["torch"] == "2.14.1+standin"
