@@ -478,7 +478,8 @@ class Provisioner:
         source: PackageSource,
         plan: InstallPlan,
     ) -> None:
-        tracker = UvProgress(phase, self._steps.sink, disk_path=self.paths.uv_cache)
+        cache = Path(env.get("UV_CACHE_DIR") or self.paths.uv_cache)  # where uv really caches
+        tracker = UvProgress(phase, self._steps.sink, cache_dir=cache)
         try:
             stream_uv(
                 self.uv,

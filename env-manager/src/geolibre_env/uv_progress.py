@@ -3,12 +3,19 @@
 uv has no machine-readable progress; its ``-v`` log lines are stable enough
 to count resolution, downloads and installs. Lines we do not recognise are
 ignored, so a newer uv degrades to coarser progress, never to an error.
+
+Bytes are what arrived in uv's cache during this step (:class:`CacheGrowth`):
+uv unpacks each download there (in a ``.tmp*`` folder, then renamed into
+``archive-v0/``) before linking it into the environment, so the growth of the
+cache is what was downloaded, unpacked (with the index pages uv fetched).
+Nothing else on the disk counts: not other programs, not the environment's
+files (uv links them from the cache).
 """
 
 from __future__ import annotations
 
+import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,34 +33,67 @@ _AUDITED = re.compile(r"^Audited (\d+) packages?")
 BYTES_EVERY_S = 1.0
 
 
+class CacheGrowth:
+    """Bytes in entries of uv's cache that were not there when we started.
+
+    Entries are the cache's top-level items and the items one level down
+    (``archive-v0/<id>``, ``wheels-v5/<index>``); a ``.tmp*`` folder (a download
+    being unpacked) counts whole. An entry under ``archive-*`` is complete (uv
+    renames it there when done), so its size is measured once.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._before = {entry for top in _children(root) for entry in (top, *_children(top))}
+        self._settled: dict[Path, int] = {}
+
+    def bytes(self) -> int:
+        total = 0
+        for top in _children(self.root):
+            top_is_new = top not in self._before
+            if top.name.startswith(".tmp") or not top.is_dir():
+                total += _tree_size(top) if top_is_new else 0
+                continue
+            for entry in _children(top):
+                if top_is_new or entry not in self._before:
+                    total += self._size(entry)
+        return total
+
+    def _size(self, entry: Path) -> int:
+        if entry in self._settled:
+            return self._settled[entry]
+        size = _tree_size(entry)
+        if entry.parent.name.startswith("archive-"):
+            self._settled[entry] = size
+        return size
+
+
 @dataclass
 class UvProgress:
     """Feed it uv's lines (and ticks); it emits :class:`ProgressEvent`s for ``phase``."""
 
     phase: str
     sink: ProgressSink
-    disk_path: Path | None = None  # where uv's cache lives: bytes arriving show up there
+    cache_dir: Path | None = None  # uv's cache (UV_CACHE_DIR): downloads arrive there
     resolved: int = 0
     to_fetch: int = 0
     fetched: int = 0
     installed: int = 0
-    _disk_start: int | None = field(default=None, repr=False)
+    _growth: CacheGrowth | None = field(default=None, repr=False)
     _last_bytes_at: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
-        if self.disk_path is not None:
-            self._disk_start = _free_bytes(self.disk_path)
+        if self.cache_dir is not None:
+            self._growth = CacheGrowth(self.cache_dir)
 
     def _emit(self, message: str, done: int | None = None, total: int | None = None) -> None:
-        extra = {"bytes_written": self.bytes_written()} if self.disk_path else {}
+        downloaded = self.bytes_downloaded()
+        extra = {"bytes_downloaded": downloaded} if downloaded is not None else {}
         self.sink(ProgressEvent(self.phase, message, done, total, "packages", extra=extra))
 
-    def bytes_written(self) -> int | None:
-        """Bytes that reached the disk holding uv's cache since we started (approximate)."""
-        if self._disk_start is None or self.disk_path is None:
-            return None
-        now = _free_bytes(self.disk_path)
-        return max(0, self._disk_start - now) if now is not None else None
+    def bytes_downloaded(self) -> int | None:
+        """Bytes uv downloaded into its cache during this step, unpacked (None: no cache)."""
+        return self._growth.bytes() if self._growth is not None else None
 
     def line(self, text: str) -> None:
         text = text.removeprefix("DEBUG ").strip("\r")
@@ -84,21 +124,38 @@ class UvProgress:
     def tick(self) -> None:
         """Called about every second while uv runs: report bytes even when uv is quiet."""
         now = time.monotonic()
-        if self.disk_path is None or now - self._last_bytes_at < BYTES_EVERY_S:
+        if self._growth is None or now - self._last_bytes_at < BYTES_EVERY_S:
             return
         self._last_bytes_at = now
-        written = self.bytes_written()
-        if written and written >= 1_000_000:
+        downloaded = self._growth.bytes()
+        if downloaded >= 1_000_000:
             self._emit(
-                f"{written / 1e6:.0f} MB written so far", self.fetched, self.to_fetch or None
+                f"{downloaded / 1e6:.0f} MB downloaded so far (unpacked)",
+                self.fetched,
+                self.to_fetch or None,
             )
 
 
-def _free_bytes(path: Path) -> int | None:
-    probe = path
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
+def _children(folder: Path) -> list[Path]:
     try:
-        return shutil.disk_usage(probe).free
+        with os.scandir(folder) as items:
+            return [Path(item.path) for item in items]
+    except OSError:  # not a folder, or gone
+        return []
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes in the files under ``path`` (a file: its size); what vanishes meanwhile is 0."""
+    try:
+        if not path.is_dir() or path.is_symlink():
+            return path.lstat().st_size
     except OSError:
-        return None
+        return 0
+    total = 0
+    for folder, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                continue
+    return total

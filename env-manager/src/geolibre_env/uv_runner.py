@@ -278,6 +278,8 @@ def stream_uv(
         if proc.poll() is None:
             kill_tree(proc.pid)
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()  # or the pipe stays open until garbage collection
     if cancel and cancel.cancelled:
         raise InstallCancelledError("The install was cancelled.", hint=CANCEL_HINT)
     if deadline and time.monotonic() > deadline and returncode != 0:
