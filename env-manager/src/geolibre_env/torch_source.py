@@ -8,7 +8,7 @@ which also runs on the CPU; on Windows a CPU-only build; on Macs the normal
 build. PyTorch's own index carries every build.
 
 On Linux without a usable NVIDIA GPU the default is the package index's cu130
-wheel, not PyTorch's CPU index, although the CPU build is 4.9 GB smaller:
+wheel, not PyTorch's CPU index, although the CPU build is about 4.7 GB smaller:
 
 - it works wherever the package index works: company mirrors and proxies
   almost always carry PyPI, PyTorch's index often is blocked or unmirrored
