@@ -17,12 +17,12 @@ from geolibre_env.machine import DiskSpace, Machine, PythonInstall
 from geolibre_env.nvidia import Gpu, arch_key, version_key
 from geolibre_env.paths import Paths
 from geolibre_env.plan import (
-    DISK_HEADROOM_BYTES,
     ExistingEnv,
     InstallPlan,
     make_plan,
     source_targets,
 )
+from geolibre_env.plan_disk import DISK_HEADROOM_BYTES
 from geolibre_env.settings import EnvSettings
 from geolibre_env.source_check import SourceAnswer
 from geolibre_env.spec import load_spec
