@@ -104,6 +104,21 @@ def test_a_proxy_that_refuses_given_credentials_says_so_without_them():
     assert "expired" in failure.hint
 
 
+@pytest.mark.parametrize(
+    ("name", "host"), [("uv-dns", "pypi.mirror.invalid"), ("uv-refused", None)]
+)
+def test_a_failed_host_is_named_with_the_hosts_that_did_answer(name, host):
+    # What the plan's source check saw answer: the computer is online.
+    context = FailureContext(answered=("pypi.org", "huggingface.co"))
+    failure = classify_install_failure(recorded(name), context)
+    assert "while pypi.org, huggingface.co answered" in failure.summary
+    assert "looks offline" not in failure.summary
+    if host is not None:
+        assert failure.summary.startswith(f"The name {host} could not be found")
+    # Without that knowledge the sentence stays as it was.
+    assert "answered" not in classify_install_failure(recorded(name)).summary
+
+
 def test_every_kind_is_known_and_unrecognised_output_still_reads_as_a_sentence():
     failure = classify_install_failure("error: something new went wrong\n")
     assert failure.kind == "unknown" and failure.kind in KINDS
