@@ -104,7 +104,8 @@ def parse_request(body: Any) -> tuple[list[str], str | None]:
     unknown = set(body) - ALLOWED_FIELDS
     if unknown:
         raise InvalidField(
-            f"Unknown install option(s): {', '.join(sorted(unknown))}; "
+            # repr, cut short: a key may be huge or hold characters JSON cannot carry.
+            f"Unknown install option(s): {', '.join(repr(k[:40]) for k in sorted(unknown)[:5])}; "
             f"expected {', '.join(sorted(ALLOWED_FIELDS))}."
         )
     args: list[str] = []

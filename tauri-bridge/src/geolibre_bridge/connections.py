@@ -21,6 +21,7 @@ import http
 import json
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -218,3 +219,28 @@ class AcceptErrorSummary:
                 reason,
                 self.count,
             )
+
+
+class RepeatSummary(logging.Filter):
+    """Let one of a repeated log message through per interval, with how many were held back
+    (uvicorn warns once per malformed request: a flood of them must not flood the log)."""
+
+    def __init__(self, message: str, interval_s: float = ACCEPT_ERROR_SUMMARY_S) -> None:
+        super().__init__()
+        self.message = message
+        self.interval_s = interval_s
+        self.held = 0
+        self._last = -interval_s
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != self.message:
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            self.held += 1
+            return False
+        if self.held:
+            record.msg = f"{self.message} ({self.held} more since the last such line)"
+            record.args = None
+        self._last, self.held = now, 0
+        return True

@@ -119,6 +119,7 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     from geolibre_bridge.connections import (
         AcceptErrorSummary,
         ConnectionLimits,
+        RepeatSummary,
         descriptor_budget,
         guarded_protocol,
         raise_descriptor_limit,
@@ -144,6 +145,7 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     cap, backlog = descriptor_budget(settings.max_connections, raise_descriptor_limit())
     limits = ConnectionLimits(max_connections=cap, head_timeout_s=settings.header_timeout_s)
     asyncio.get_running_loop().set_exception_handler(AcceptErrorSummary())
+    logging.getLogger("uvicorn.error").addFilter(RepeatSummary("Invalid HTTP request received."))
     config = uvicorn.Config(
         app,
         http=guarded_protocol(limits),
