@@ -142,7 +142,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         "backend": snapshot,
         "install": install,
         "accelerator": accelerator,
-        "weights": _weights_block(weights, note if installed else None),
+        "weights": _weights_block(weights, note),
         "hints": hints,
         "loaded_models": _samgeo_models(backend).get("loaded") if available else None,
         "modes": sources.sam3.current().modes() if sources.sam3 is not None else None,

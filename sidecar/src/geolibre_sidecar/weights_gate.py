@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
+from typing import cast
 
 from geolibre_env.availability import NOT_CHECKED_CMD, WeightsVerdict, weights_verdict
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.exit_causes import ExitCause
 from geolibre_env.model_env import ActiveEnvironment, active_environment
 from geolibre_env.spec import ModelEnvSpec, load_spec
-from geolibre_env.weights import Backend, planned_backend
+from geolibre_env.weights import BACKENDS, Backend, planned_backend
 
 from geolibre_sidecar.errors import BackendUnavailable
 from geolibre_sidecar.settings import SidecarSettings
@@ -32,6 +33,8 @@ OTHER_SAM3_REPOS = ("facebook/sam3.1",)  # meta-only checkpoints we do not insta
 
 
 class WeightsGate:
+    """The weights verdicts of the managed environment, and the refusals they imply."""
+
     def __init__(self, settings: SidecarSettings) -> None:
         self.settings = settings
         self._cache: dict[Backend | None, tuple[float, WeightsVerdict | None]] = {}
@@ -87,11 +90,11 @@ class WeightsGate:
         if version != "sam3" or model_id not in ("", self._repo()):
             return None
         asked = (fields.get("backend") or "").strip()
-        backend: Backend | None
+        backend: Backend | None = None  # the plan's choice
         if mode in META_ONLY_MODES:
             backend = "meta"
-        else:
-            backend = asked if asked in ("meta", "transformers") else None  # type: ignore[assignment]
+        elif asked in BACKENDS:
+            backend = cast(Backend, asked)
         return _refuse(self.verdict(backend))
 
     def _refusal_before_body(self, mode: str) -> BackendUnavailable | None:
