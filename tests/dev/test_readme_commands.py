@@ -7,22 +7,17 @@ is in neither list fails, so the READMEs cannot drift from what works.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from geolibre_env.cli import build_parser
 
-from tests.harness.background_server import BackgroundServer
+from tests.dev.person import ROOT, answering_sources, clone, person_env, sync_first
 
-ROOT = Path(__file__).resolve().parents[2]
 READMES = ("README.md", "installers/README.md", "tauri-bridge/README.md")
 SHELL_LANGUAGES = {"sh", "bash", "shell", "console", "powershell", "ps1"}
 FENCE = re.compile(r"^```(\S*)\s*$")
@@ -110,56 +105,18 @@ def test_the_readme_extracts_what_a_reader_sees() -> None:
     assert list(shell_commands(text)) == ["foo --a --b"]
 
 
-class _AnyPage(BaseHTTPRequestHandler):
-    """A source that answers (404 is an answer): the plan's checks find it reachable."""
-
-    def do_GET(self) -> None:
-        self.send_response(404)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def sources() -> Iterator[str]:
-    server: BackgroundServer[None] = BackgroundServer(
-        ThreadingHTTPServer(("127.0.0.1", 0), _AnyPage)
-    )
-    with server:
-        yield f"http://127.0.0.1:{server.port}"
-
-
-def person_env(home: Path, sources: str) -> dict[str, str]:
-    """A shell with the machine's own python3 first on PATH and nothing of ours set;
-    the plan's sources on loopback (tests use no network)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("GEOLIBRE_", "HF_", "UV_", "VIRTUAL_ENV"))}  # fmt: skip
-    system_bin = str(Path(getattr(sys, "_base_executable", sys.executable)).parent)
-    venv_bin = str(Path(sys.executable).parent)
-    path = [p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin]
-    env["PATH"] = os.pathsep.join([system_bin, *path])
-    env.update(
-        {
-            "GEOLIBRE_ML_HOME": str(home),
-            "UV_DEFAULT_INDEX": f"{sources}/simple",
-            "GEOLIBRE_ML_TORCH_INDEX_URL": f"{sources}/whl/{{build}}",
-            "HF_ENDPOINT": sources,
-        }
-    )
-    return env
+    with answering_sources() as url:
+        yield url
 
 
 @pytest.mark.parametrize("command", list(RUN))
 def test_readme_command_runs_as_written(command: str, tmp_path: Path, sources: str) -> None:
     if command not in COMMANDS:
         pytest.fail(f"no README has {command!r} any more")
-    # The reader's folder is the clone; a link to dev.py keeps files it writes
-    # (report.zip) out of the real one.
-    workdir = tmp_path / "clone"
-    workdir.mkdir()
-    (workdir / "dev.py").symlink_to(ROOT / "dev.py")
+    workdir = clone(tmp_path / "clone")
+    sync_first(workdir, tmp_path / "home")
     result = subprocess.run(
         ["bash", "-c", command],
         cwd=workdir,

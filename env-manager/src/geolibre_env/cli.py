@@ -22,6 +22,7 @@ from geolibre_env import __version__
 from geolibre_env.errors import GeoLibreError, InstallCancelledError
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink
 from geolibre_env.redact import RedactingFilter, register_secret
+from geolibre_env.screen_text import fit, terminal_width
 from geolibre_env.settings import EnvSettings
 
 log = logging.getLogger("geolibre.cli")
@@ -52,6 +53,11 @@ def _configure_logging(settings: EnvSettings, verbose: bool) -> None:
     except OSError:
         pass
     logger.handlers[:] = handlers
+
+
+def _screen(text: str) -> str:
+    """A report for stdout: wrapped to the terminal's width when it is one."""
+    return fit(text, terminal_width(sys.stdout))
 
 
 class JsonLines:
@@ -140,7 +146,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         return _describe_bundle(Path(bundle).expanduser(), as_json=args.json)
     if getattr(args, "dry_run", False):
         plan = provisioner.plan(backend=args.backend, build=args.build)
-        print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.format_text())
+        print(json.dumps(plan.to_dict(), indent=2) if args.json else _screen(plan.format_text()))
         return EXIT_OK if plan.ok else EXIT_ERROR
     request = InstallRequest(
         backend=args.backend,
@@ -282,7 +288,7 @@ def cmd_status(args: argparse.Namespace, settings: EnvSettings) -> int:
     from geolibre_env.state_report import collect_status, format_status
 
     data = collect_status(settings)
-    print(json.dumps(data, indent=2, default=str) if args.json else format_status(data))
+    print(json.dumps(data, indent=2, default=str) if args.json else _screen(format_status(data)))
     return EXIT_OK
 
 
@@ -411,6 +417,5 @@ def _report_error(args: argparse.Namespace, exc: GeoLibreError) -> None:
         JsonLines(sys.stdout).write(
             {"event": "error", "detail": exc.message, "hint": exc.hint, "type": type(exc).__name__}
         )
-    print(f"geolibre-ml: {exc.message}", file=sys.stderr)
-    if exc.hint:
-        print(f"  {exc.hint}", file=sys.stderr)
+    text = f"geolibre-ml: {exc.message}" + (f"\n  {exc.hint}" if exc.hint else "")
+    print(fit(text, terminal_width(sys.stderr)), file=sys.stderr)

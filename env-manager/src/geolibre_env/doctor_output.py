@@ -14,14 +14,16 @@ from typing import TextIO
 
 from geolibre_env.diagnostics_types import Report
 from geolibre_env.redact import redact
+from geolibre_env.screen_text import fit, terminal_width
 from geolibre_env.settings import EnvSettings
 
 _LABEL = {"ok": "OK", "warning": "WARN", "failure": "FAIL"}
 _COLOUR = {"ok": "32", "warning": "33", "failure": "31"}
 MAX_LOG_BYTES_IN_BUNDLE = 2 * 1024 * 1024
+DEFAULT_WIDTH = 100  # piped output: wide lines are fine there
 
 
-def format_report(report: Report, *, colour: bool = False, width: int = 100) -> str:
+def format_report(report: Report, *, colour: bool = False, width: int = DEFAULT_WIDTH) -> str:
     def paint(status: str, text: str) -> str:
         return f"\033[{_COLOUR[status]}m{text}\033[0m" if colour else text
 
@@ -53,8 +55,10 @@ def _wrap(text: str, width: int, indent: str) -> str:
 
 
 def print_report(report: Report, stream: TextIO) -> None:
-    colour = stream.isatty()
-    stream.write(format_report(report, colour=colour) + "\n")
+    """The table for a person: coloured and fitted to the width on a terminal."""
+    width = terminal_width(stream)
+    text = format_report(report, colour=width is not None, width=width or DEFAULT_WIDTH)
+    stream.write(fit(text, width) + "\n")
 
 
 def _tail_bytes(path: Path) -> bytes:
