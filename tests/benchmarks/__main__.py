@@ -7,9 +7,10 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import install_bench, proxy_bench, supervisor_bench
+from tests.benchmarks import hardening_bench, install_bench, proxy_bench, supervisor_bench
 
-SUITES = {"proxy": proxy_bench, "supervisor": supervisor_bench, "install": install_bench}
+SUITES = {
+    "hardening": hardening_bench,"proxy": proxy_bench, "supervisor": supervisor_bench, "install": install_bench}
 
 
 def main() -> int:
