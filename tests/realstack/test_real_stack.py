@@ -18,12 +18,13 @@ import pytest
 
 from tests.harness.sidecar import Sidecar
 from tests.harness.waiting import wait_until
-from tests.realstack.conftest import REQUEST_TIMEOUT_S, GeoTiff, RealStack
+from tests.realstack.stack import GeoTiff, RealStack
 
 pytestmark = pytest.mark.realstack
 
 PROMPT = "trees"
 REFUSAL_DEADLINE_S = 2.0
+REQUEST_TIMEOUT_S = 300.0  # covers the first request, which loads the model
 STATUS_DEADLINE_S = 30.0
 
 
@@ -120,7 +121,7 @@ def test_available_only_while_the_weights_are_in_place(
 ) -> None:
     assert via_sidecar.status_code == 200  # the backend is up and has answered
     assert real_sidecar.status()["available"] is True
-    repo = real_stack.paths.hf_home / "hub" / "models--facebook--sam3"
+    repo = real_stack.tiny_repo
     aside = repo.with_name(repo.name + ".aside")
     repo.rename(aside)
     try:

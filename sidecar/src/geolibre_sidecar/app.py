@@ -32,6 +32,7 @@ from geolibre_sidecar.install_api import (
     install_state,
     start_install,
 )
+from geolibre_sidecar.prewarm import prewarm
 from geolibre_sidecar.proxy import SegmentProxy
 from geolibre_sidecar.sam3_modes import Sam3Policy
 from geolibre_sidecar.security import HostGuard, TokenAuth
@@ -169,10 +170,17 @@ def create_app(
         await backend.startup()
         # Not awaited: GPU detection must not delay the ready line.
         refresh = asyncio.create_task(facts.refresh(), name="environment-facts")
+        warming = (
+            asyncio.create_task(prewarm(settings, backend, sam3, http), name="prewarm")
+            if settings.prewarm
+            else None
+        )
         try:
             yield
         finally:
             refresh.cancel()
+            if warming is not None:
+                warming.cancel()
             await jobs.aclose()
             await app.state.proxy.aclose()
             await backend.aclose()
