@@ -1,4 +1,4 @@
-"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install]``"""
+"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install,first-polygons]``"""
 
 from __future__ import annotations
 
@@ -7,10 +7,21 @@ import platform
 import sys
 import time
 
-from tests.benchmarks import hardening_bench, install_bench, proxy_bench, supervisor_bench
+from tests.benchmarks import (
+    first_polygons_bench,
+    hardening_bench,
+    install_bench,
+    proxy_bench,
+    supervisor_bench,
+)
 
 SUITES = {
-    "hardening": hardening_bench,"proxy": proxy_bench, "supervisor": supervisor_bench, "install": install_bench}
+    "hardening": hardening_bench,
+    "proxy": proxy_bench,
+    "supervisor": supervisor_bench,
+    "install": install_bench,
+    "first-polygons": first_polygons_bench,
+}
 
 
 def main() -> int:
