@@ -186,3 +186,12 @@ def test_accept_errors_are_summarised_not_logged_each_time(caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "geolibre.connections"]
     assert len(lines) == 1 and "Too many open files" in lines[0]
     assert summary.count == 1000
+
+
+@pytest.mark.parametrize("descriptors", [256, 1024, 4096, 20000, 1048576])
+def test_the_cap_and_two_accept_batches_fit_in_the_descriptor_limit(descriptors):
+    from geolibre_bridge.connections import descriptor_budget
+
+    cap, backlog = descriptor_budget(1000, descriptors)
+    assert 8 <= cap <= 1000 and backlog >= 16
+    assert cap + 2 * backlog + min(256, descriptors // 4) <= descriptors

@@ -157,6 +157,9 @@ class GuardedHttpTools(HttpToolsProtocol):
         ]  # fmt: skip
         victim = min(idle, key=lambda c: c._waiting_since) if idle else self
         victim._refused = True
+        # Out of the count now, not when the loop gets round to closing it: a burst of
+        # connects must not push uvicorn's limit_concurrency into answering 503.
+        self.connections.discard(victim)
         victim.transport.close()
 
     def _arm_head_timer(self) -> None:
