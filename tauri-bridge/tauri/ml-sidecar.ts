@@ -27,6 +27,12 @@ export interface MlSettings {
   defaultModel?: string;
 }
 
+/** What the app does with the sidecar's output (a GUI build has no terminal to show it). */
+export interface MlSidecarHooks {
+  /** Every stderr line, from the first (uv building the environment) on; default: console.debug. */
+  onOutput?: (line: string) => void;
+}
+
 function environment(settings: MlSettings): Record<string, string> {
   const env: Record<string, string> = {};
   if (settings.samgeoUrl) env["GEOLIBRE_ML_SAMGEO_URL"] = settings.samgeoUrl;
@@ -37,6 +43,7 @@ function environment(settings: MlSettings): Record<string, string> {
 /** Start the sidecar; resolves to a client for the /ml routes once it is ready. */
 export async function startMlSidecar(
   settings: MlSettings = {},
+  hooks: MlSidecarHooks = {},
 ): Promise<{ sidecar: Sidecar; client: MlClient }> {
   const projectDir = await resolveResource("geolibre-ml");
   const environmentDir = await join(await appDataDir(), "ml-sidecar-env");
@@ -48,7 +55,9 @@ export async function startMlSidecar(
     // The first launch after an install or update lets uv sync the environment.
     readyTimeoutMs: 180_000,
   });
-  sidecar.on("stderr", (line) => console.debug("[ml-sidecar]", line));
+  // The app's own environment (GEOLIBRE_ML_*, proxies, UV_*) is inherited by the
+  // spawn; `environment(settings)` only adds to it.
+  sidecar.on("stderr", hooks.onOutput ?? ((line) => console.debug("[ml-sidecar]", line)));
   await sidecar.start();
 
   // Stop it when the window closes: the sidecar stops samgeo-api with it.
