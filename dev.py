@@ -88,6 +88,38 @@ def ensure_chromium() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env)
 
 
+# What building the Tauri app (tauri-bridge/app) and showing its window need on Debian.
+TAURI_DEBS = ("libwebkit2gtk-4.1-dev", "build-essential", "libxdo-dev", "librsvg2-dev", "xvfb")
+
+
+def missing_debs(names: tuple[str, ...]) -> list[str]:
+    def installed(name: str) -> bool:
+        query = ["dpkg-query", "-W", "-f", "${Status}", name]
+        out = subprocess.run(query, capture_output=True, text=True).stdout
+        return out.endswith(" installed")
+
+    return [name for name in names if not installed(name)]
+
+
+def ensure_tauri_deps() -> None:
+    """The Tauri app's end-to-end tests need WebKitGTK's headers and Xvfb; install them
+    where we can (only with Rust present: without cargo those tests are skipped)."""
+    if not shutil.which("cargo") or not shutil.which("apt-get") or not shutil.which("dpkg-query"):
+        return
+    missing = missing_debs(TAURI_DEBS)
+    if not missing:
+        return
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        say(f"{' '.join(missing)} missing and installing needs root; the Tauri app test will skip")
+        return
+    say(f"installing {' '.join(missing)} for the Tauri app's end-to-end tests (apt-get)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    if subprocess.run(install, env=env).returncode:
+        subprocess.run(["apt-get", "update", "-q"], env=env)
+        subprocess.run(install, env=env)
+
+
 def replace_with(argv: list[str], env: dict[str, str], *, in_root: bool) -> int:
     """Run ``argv`` in dev.py's place (POSIX exec; ``uv run`` forwards SIGINT and SIGTERM
     to its child, measured with uv 0.13), so whoever signals our pid reaches the command.
@@ -117,6 +149,7 @@ def main(argv: list[str]) -> int:
     if command == "bench":
         return replace_with([*run, "python", "-m", "tests.benchmarks", *rest], env, in_root=True)
     ensure_chromium()
+    ensure_tauri_deps()
     pytest = [*run, "python", "-m", "pytest", "-p", EMPTY_RUN_FAILS, *rest]
     return replace_with(pytest, env, in_root=True)
 

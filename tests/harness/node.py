@@ -34,13 +34,13 @@ def _text(data: bytes | str | None) -> str:
 
 
 def run_tool(
-    command: list[str], env: dict[str, str], timeout_s: float, *, what: str
+    command: list[str], env: dict[str, str], timeout_s: float, *, what: str, cwd: Path = CLIENT
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``command`` in the client folder; a failure or overrun fails the test."""
+    """Run ``command`` in ``cwd`` (the client folder); a failure or overrun fails the test."""
     try:
         proc = subprocess.run(
             command,
-            cwd=CLIENT,
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             capture_output=True,

@@ -229,23 +229,17 @@ async function waitFor(what: string, condition: () => boolean, timeoutMs: number
 const text = (id: string): string => element(id).textContent ?? "";
 const state = (id: string): string => element(id).dataset["state"] ?? "";
 
-/** Click through the page as a person would, reporting what it shows after each step. */
+/**
+ * Click through the page as a person would, reporting what it shows after each
+ * step: install (it stops a running backend to switch), Start server, segment;
+ * the backend is left running, so closing or killing the app must stop it.
+ */
 async function drive(closeWhenDone: boolean): Promise<void> {
   await waitFor("a status", () => !["unknown", ""].includes(state("status-state")), 30_000);
   await report("status", {
     badge: text("status-state"),
     message: text("status-message"),
     startEnabled: !element<HTMLButtonElement>("start-backend").disabled,
-  });
-  element("start-backend").click();
-  await waitFor("the server ready", () => state("status-state") === "ready", 90_000);
-  await report("started", { badge: text("status-state"), message: text("status-message") });
-  element("segment").click();
-  await waitFor("a segmentation", () => ["done", "error"].includes(state("segment-status")), 90_000);
-  await report("segmented", {
-    state: state("segment-status"),
-    text: text("segment-status"),
-    polygons: element("result").querySelectorAll("polygon").length,
   });
   element("install").click();
   await waitFor("the install's end", () => !["none", ""].includes(state("install-result")), 240_000);
@@ -257,6 +251,18 @@ async function drive(closeWhenDone: boolean): Promise<void> {
     phases: [...seen.phases],
     fractions: seen.fractions,
     bar: element<HTMLProgressElement>("install-progress").value,
+  });
+  const startButton = element<HTMLButtonElement>("start-backend");
+  await waitFor("Start server offered", () => state("status-state") === "stopped" && !startButton.disabled, 30_000);
+  startButton.click();
+  await waitFor("the server ready", () => state("status-state") === "ready", 90_000);
+  await report("started", { badge: text("status-state"), message: text("status-message") });
+  element("segment").click();
+  await waitFor("a segmentation", () => ["done", "error"].includes(state("segment-status")), 90_000);
+  await report("segmented", {
+    state: state("segment-status"),
+    text: text("segment-status"),
+    polygons: element("result").querySelectorAll("polygon").length,
   });
   await flushLog();
   await report("done");
