@@ -97,8 +97,15 @@ function standinEnvironment(launcher: string): Record<string, string> {
     "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);" +
     "from tests.standin.wheelhouse import build_wheelhouse; build_wheelhouse(Path(sys.argv[2]))";
   execFileSync(python, ["-c", script, REPO_ROOT, wheelhouse], { stdio: ["ignore", "ignore", "inherit"] });
+  // Stand-in weights too: without the weights the sidecar (rightly) refuses to segment,
+  // and this demo has no Hub to fetch them from.
+  const home = scratchDir("home");
+  const weights =
+    "import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]);" +
+    "from tests.standin.weights import place_standin_weights; place_standin_weights(Path(sys.argv[2]))";
+  execFileSync(python, ["-c", weights, REPO_ROOT, home], { stdio: ["ignore", "ignore", "inherit"] });
   return {
-    GEOLIBRE_ML_HOME: scratchDir("home"),
+    GEOLIBRE_ML_HOME: home,
     GEOLIBRE_ML_SAMGEO_CMD: "", // the installed stand-in, not an outside command
     GEOLIBRE_ML_SAMGEO_URL: "",
     UV_OFFLINE: "1",

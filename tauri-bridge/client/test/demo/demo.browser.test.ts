@@ -104,6 +104,8 @@ test(
     const upload = makePng(256, 192, 2); // seed 2: the stand-in finds three objects
     await page.setInputFiles("#file", { name: "tile.png", mimeType: "image/png", buffer: upload });
     await page.fill("#prompt", "buildings");
+    // This machine has no NVIDIA GPU: SAM 3's meta implementation would be refused (501).
+    await page.selectOption("#seg-backend", "transformers");
     await page.click("#segment");
     await page.waitForSelector('#segment-status[data-state="done"]', { timeout: FLOW_TIMEOUT_MS });
     await page.waitForFunction(() => document.getElementById("status-state")?.textContent === "ready", null, {
