@@ -32,7 +32,7 @@ import psutil
 import pytest
 
 from tests.harness.node import node_base_env
-from tests.harness.processes import MARKER_VAR, assert_nothing_left, with_marker
+from tests.harness.processes import MARKER_VAR, assert_nothing_left, wait_gone, with_marker
 from tests.harness.tauri_app import (
     IDENTIFIER,
     PRODUCT_NAME,
@@ -43,7 +43,8 @@ from tests.harness.tauri_app import (
     launch,
     wait_step,
 )
-from tests.harness.xvfb import screenshot, xvfb
+from tests.harness.waiting import wait_until
+from tests.harness.xvfb import screen_is_blank, screenshot, xvfb
 
 pytestmark = [
     pytest.mark.tauri,
@@ -153,8 +154,9 @@ def _tree(folder: Path) -> dict[str, str]:
     }
 
 
-def _start(world: AppWorld, name: str, marker: str, *, close: bool) -> AppRun:
-    env = {**world.env, MARKER_VAR: marker, "GEOLIBRE_APP_E2E_CLOSE": "1" if close else "0"}
+def _start(world: AppWorld, name: str, marker: str, *, flow: str) -> AppRun:
+    """Launch the app; its page runs ``flow`` (see tauri-bridge/app/src/e2e.ts)."""
+    env = {**world.env, MARKER_VAR: marker, "GEOLIBRE_APP_E2E_FLOW": flow}
     return launch(world.binary, env, world.folder, name)
 
 
@@ -218,7 +220,7 @@ def test_app_runs_the_sidecar_and_quits_with_it(world: AppWorld, marker: str) ->
     install folder; the sidecar's output is in the app's log folder."""
     before = _tree(world.resources)
     started_at = time.monotonic()
-    run = _start(world, "close", marker, close=True)
+    run = _start(world, "close", marker, flow="full-then-close")
     try:
         reported = wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
         print(f"\napp start to sidecar ready: {time.monotonic() - started_at:.1f} s")
@@ -241,7 +243,7 @@ def test_sigkilled_app_takes_the_sidecar_and_a_new_launch_gets_a_fresh_one(
     """SIGKILL gives the app no chance to stop anything: the sidecar's parent watchdog
     (--parent-pid) must end it and the backend within 5 s; the next launch meets no
     stale sidecar. A screenshot of the page is kept in test-artifacts/."""
-    run = _start(world, "killed", marker, close=False)
+    run = _start(world, "killed", marker, flow="full")
     try:
         first = _check_sidecar(
             world, run, wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
@@ -249,8 +251,7 @@ def test_sigkilled_app_takes_the_sidecar_and_a_new_launch_gets_a_fresh_one(
         _check_flow(run)
         wait_step(run, "done", timeout_s=STEP_TIMEOUT_S)
         screenshot(world.framebuffer, ARTIFACTS / "tauri-app.png")
-        alive = with_marker(marker)
-        backend = [p for p in alive if str(STANDIN) in " ".join(p.cmdline())]
+        alive, backend = with_marker(marker), _backend(marker)
         assert first in alive and backend, f"the check sees the sidecar and backend: {alive}"
         os.kill(run.proc.pid, signal.SIGKILL)
         run.proc.wait()
@@ -260,7 +261,7 @@ def test_sigkilled_app_takes_the_sidecar_and_a_new_launch_gets_a_fresh_one(
     finally:
         _kill_all(run, marker)
 
-    again = _start(world, "relaunched", marker, close=False)
+    again = _start(world, "relaunched", marker, flow="idle")
     try:
         second = wait_step(again, "sidecar", timeout_s=STEP_TIMEOUT_S)
         assert second["pid"] != first.pid
@@ -269,3 +270,55 @@ def test_sigkilled_app_takes_the_sidecar_and_a_new_launch_gets_a_fresh_one(
     finally:
         _kill_all(again, marker)
     assert_nothing_left(marker, timeout_s=OUTLIVE_LIMIT_S)
+
+
+def _backend(marker: str) -> list[psutil.Process]:
+    return [p for p in with_marker(marker) if str(STANDIN) in " ".join(p.cmdline())]
+
+
+def test_window_closed_while_a_segmentation_runs(world: AppWorld, marker: str) -> None:
+    """The window closed while samgeo-api holds a request: the window goes at once,
+    the app quits, and the sidecar and the busy backend with it."""
+    run = _start(world, "closed-busy", marker, flow="close-while-segmenting")
+    try:
+        _check_sidecar(world, run, wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S))
+        wait_until(lambda: not screen_is_blank(world.framebuffer), timeout_s=10, what="a window")
+        busy = wait_step(run, "segmenting", timeout_s=STEP_TIMEOUT_S)
+        assert busy["badge"] == "busy" and busy["segment"] == "running", busy
+        assert _backend(marker), "the backend runs while the window closes"
+        closing = time.monotonic()
+        # The window goes at once, although stopping the busy sidecar takes seconds.
+        wait_until(lambda: screen_is_blank(world.framebuffer), timeout_s=3, what="no window")
+        assert run.proc.poll() is None, "the window was gone before the app ended"
+        run.proc.wait(timeout=CLOSE_TIMEOUT_S)
+        print(f"\nwindow closed while busy to the app's exit: {time.monotonic() - closing:.1f} s")
+        assert_nothing_left(marker, timeout_s=OUTLIVE_LIMIT_S)
+    finally:
+        _kill_all(run, marker)
+
+
+def test_two_app_instances_each_have_their_own_sidecar(world: AppWorld, marker: str) -> None:
+    """Two instances at once: two sidecars on two ports, one environment; killing one
+    app takes only its own sidecar; SIGTERM to the other (a session logging out) ends
+    the rest."""
+    first = _start(world, "first", marker, flow="idle")
+    second = _start(world, "second", marker, flow="idle")
+    try:
+        a = wait_step(first, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
+        b = wait_step(second, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
+        assert a["pid"] != b["pid"] and a["url"] != b["url"], (a, b)
+        a_sidecar = _check_sidecar(world, first, a)
+        _check_sidecar(world, second, b)
+        for run in (first, second):
+            assert wait_step(run, "status", timeout_s=STEP_TIMEOUT_S)["badge"] == "stopped"
+        os.kill(first.proc.pid, signal.SIGKILL)
+        first.proc.wait()
+        wait_gone([a_sidecar.pid], timeout_s=OUTLIVE_LIMIT_S, what="the killed app's sidecar")
+        with httpx.Client(trust_env=False, timeout=10) as client:
+            assert client.get(b["url"] + "/health").status_code == 200
+        os.kill(second.proc.pid, signal.SIGTERM)
+        second.proc.wait(timeout=CLOSE_TIMEOUT_S)
+        assert_nothing_left(marker, timeout_s=OUTLIVE_LIMIT_S)
+    finally:
+        _kill_all(first, marker)
+        _kill_all(second, marker)

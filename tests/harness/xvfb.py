@@ -94,3 +94,10 @@ def screenshot(framebuffer: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(_png(width, height, rows))
     return target
+
+
+def screen_is_blank(framebuffer: Path) -> bool:
+    """Nothing drawn: every pixel is the bare root window's black (no window mapped)."""
+    data = framebuffer.read_bytes()
+    fields = XWD_HEADER.unpack_from(data)
+    return not data[fields[0] + fields[19] * 12 :].strip(b"\0")

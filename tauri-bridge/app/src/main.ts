@@ -6,16 +6,18 @@
  * ("Start server" while the backend is off), runs a text segmentation of a
  * sample image drawn on a canvas, and follows an install over SSE.
  *
- * When a test drives the app (GEOLIBRE_APP_E2E_REPORT), the page clicks its own
- * buttons in order and reports what it shows, one JSON line per step.
+ * When a test drives the app (GEOLIBRE_APP_E2E_REPORT), e2e.ts clicks the
+ * page's buttons in order and reports what it shows, one JSON line per step.
  */
 
 import { invoke } from "@tauri-apps/api/core";
-import { getCurrentWindow } from "@tauri-apps/api/window";
 import { overallFraction, SidecarError } from "@geolibre/ml-client";
 import type { FeatureCollection, InstallEvent, MlClient, MlStatus, Position } from "@geolibre/ml-client";
 
 import { startMlSidecar } from "../../tauri/ml-sidecar";
+
+import { drive, report } from "./e2e";
+import type { InstallSeen } from "./e2e";
 
 const STATUS_POLL_MS = 1000;
 const LOG_LINES = 14;
@@ -166,7 +168,7 @@ async function segment(): Promise<void> {
 
 // --- install over SSE --------------------------------------------------------------
 
-const seen = { events: 0, progress: 0, phases: new Set<string>(), fractions: [] as number[] };
+const seen: InstallSeen = { events: 0, progress: 0, phases: new Set<string>(), fractions: [] };
 
 function showInstallEvent(event: InstallEvent): void {
   seen.events += 1;
@@ -212,70 +214,13 @@ async function install(): Promise<void> {
   }
 }
 
-// --- a test driving the page ---------------------------------------------------------
-
-function report(step: string, fields: Record<string, unknown> = {}): Promise<void> {
-  return invoke("e2e_report", { line: JSON.stringify({ step, ...fields }) });
-}
-
-async function waitFor(what: string, condition: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s: ${what}`);
-    await new Promise((done) => setTimeout(done, 100));
-  }
-}
-
-const text = (id: string): string => element(id).textContent ?? "";
-const state = (id: string): string => element(id).dataset["state"] ?? "";
-
-/**
- * Click through the page as a person would, reporting what it shows after each
- * step: install (it stops a running backend to switch), Start server, segment;
- * the backend is left running, so closing or killing the app must stop it.
- */
-async function drive(closeWhenDone: boolean): Promise<void> {
-  await waitFor("a status", () => !["unknown", ""].includes(state("status-state")), 30_000);
-  await report("status", {
-    badge: text("status-state"),
-    message: text("status-message"),
-    startEnabled: !element<HTMLButtonElement>("start-backend").disabled,
-  });
-  element("install").click();
-  await waitFor("the install's end", () => !["none", ""].includes(state("install-result")), 240_000);
-  await report("installed", {
-    result: state("install-result"),
-    text: text("install-result"),
-    events: seen.events,
-    progress: seen.progress,
-    phases: [...seen.phases],
-    fractions: seen.fractions,
-    bar: element<HTMLProgressElement>("install-progress").value,
-  });
-  const startButton = element<HTMLButtonElement>("start-backend");
-  await waitFor("Start server offered", () => state("status-state") === "stopped" && !startButton.disabled, 30_000);
-  startButton.click();
-  await waitFor("the server ready", () => state("status-state") === "ready", 90_000);
-  await report("started", { badge: text("status-state"), message: text("status-message") });
-  element("segment").click();
-  await waitFor("a segmentation", () => ["done", "error"].includes(state("segment-status")), 90_000);
-  await report("segmented", {
-    state: state("segment-status"),
-    text: text("segment-status"),
-    polygons: element("result").querySelectorAll("polygon").length,
-  });
-  await flushLog();
-  await report("done");
-  if (closeWhenDone) await getCurrentWindow().close();
-}
-
 // --- wiring ------------------------------------------------------------------------
 
 element("start-backend").addEventListener("click", () => void startServer());
 element("segment").addEventListener("click", () => void segment());
 element("install").addEventListener("click", () => void install());
 
-const e2e = await invoke<{ report: boolean; close: boolean }>("e2e_options");
+const flow = await invoke<string | null>("e2e_flow");
 element("log-path").textContent = `also in ${await invoke<string>("sidecar_log_path")}`;
 try {
   const started = await startMlSidecar({}, { onOutput });
@@ -283,17 +228,19 @@ try {
   const connection = started.sidecar.connection;
   element("connection").textContent = `sidecar ${connection?.version ?? ""} at ${connection?.url ?? "?"} (pid ${connection?.pid ?? "?"})`;
   for (const id of ["segment", "install"]) element<HTMLButtonElement>(id).disabled = false;
-  if (e2e.report) {
+  if (flow !== null) {
     await report("sidecar", { url: connection?.url, pid: connection?.pid, origin: window.location.origin });
   }
 } catch (error) {
   element("connection").textContent = `the ML sidecar did not start: ${message(error)}`;
-  if (e2e.report) await report("error", { where: "start", message: message(error) });
+  if (flow !== null) await report("error", { where: "start", message: message(error) });
 }
 if (client) {
   await refreshStatus();
   setInterval(() => void refreshStatus(), STATUS_POLL_MS);
-  if (e2e.report) {
-    drive(e2e.close).catch((error: unknown) => void report("error", { where: "flow", message: message(error) }));
+  if (flow !== null) {
+    drive(flow, { installEvents: seen, flushLog }).catch(
+      (error: unknown) => void report("error", { where: "flow", message: message(error) }),
+    );
   }
 }

@@ -7,7 +7,6 @@
 // No console window on Windows release builds (GeoLibre's setting).
 #![cfg_attr(not(debug_assertions), windows_subsystem = "windows")]
 
-use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,15 +16,15 @@ use tauri::Manager;
 
 /// Where a test asks the page to run its flow and report (read once at start).
 const E2E_REPORT_VAR: &str = "GEOLIBRE_APP_E2E_REPORT";
-/// "1": the page closes its window once the flow is done (a normal quit).
-const E2E_CLOSE_VAR: &str = "GEOLIBRE_APP_E2E_CLOSE";
+/// Which flow the page runs then (see e2e.ts): "full" unless set.
+const E2E_FLOW_VAR: &str = "GEOLIBRE_APP_E2E_FLOW";
 const SIDECAR_LOG: &str = "ml-sidecar.log";
 
 struct AppState {
     sidecar_log: Mutex<Option<fs::File>>,
     sidecar_log_path: PathBuf,
     e2e_report: Option<PathBuf>,
-    e2e_close: bool,
+    e2e_flow: String,
 }
 
 /// The app's pid: the sidecar exits when this process does, even after SIGKILL.
@@ -62,13 +61,10 @@ fn sidecar_log_path(state: tauri::State<'_, AppState>) -> String {
     state.sidecar_log_path.display().to_string()
 }
 
-/// Whether a test drives the page (it then runs its flow and reports each step).
+/// The flow a test asks the page to run and report, if a test drives it.
 #[tauri::command]
-fn e2e_options(state: tauri::State<'_, AppState>) -> HashMap<&'static str, bool> {
-    HashMap::from([
-        ("report", state.e2e_report.is_some()),
-        ("close", state.e2e_close),
-    ])
+fn e2e_flow(state: tauri::State<'_, AppState>) -> Option<String> {
+    state.e2e_report.as_ref().map(|_| state.e2e_flow.clone())
 }
 
 /// One JSON line of what the page shows, for the test that drives it.
@@ -87,7 +83,7 @@ fn e2e_report(state: tauri::State<'_, AppState>, line: String) -> Result<(), Str
 
 fn main() {
     let report_file = std::env::var_os(E2E_REPORT_VAR).map(PathBuf::from);
-    let close_when_done = std::env::var(E2E_CLOSE_VAR).is_ok_and(|v| v == "1");
+    let flow = std::env::var(E2E_FLOW_VAR).unwrap_or_else(|_| "full".into());
     tauri::Builder::default()
         .plugin(tauri_plugin_shell::init())
         .setup(move |app| {
@@ -96,7 +92,7 @@ fn main() {
                 sidecar_log: Mutex::new(None),
                 sidecar_log_path: log_dir.join(SIDECAR_LOG),
                 e2e_report: report_file,
-                e2e_close: close_when_done,
+                e2e_flow: flow,
             });
             Ok(())
         })
@@ -104,7 +100,7 @@ fn main() {
             app_pid,
             sidecar_log,
             sidecar_log_path,
-            e2e_options,
+            e2e_flow,
             e2e_report
         ])
         .run(tauri::generate_context!())
