@@ -43,6 +43,8 @@ export interface BackendSnapshot {
   uptime_s: number | null;
   restarts: number;
   in_flight: number;
+  /** Requests whose client left while samgeo-api still computes them; they keep their slots. */
+  abandoned?: number;
   last_exit: BackendExit | null;
   health: {
     last_ok_at: number | null;
