@@ -176,7 +176,10 @@ def _check_sidecar(world: AppWorld, run: AppRun, reported: dict) -> psutil.Proce
     sidecar = psutil.Process(reported["pid"])
     cmdline = sidecar.cmdline()
     assert "--parent-pid" in cmdline and str(run.proc.pid) in cmdline, cmdline
-    assert sidecar.environ().get("VIRTUAL_ENV") == str(world.sidecar_env)
+    environ = sidecar.environ()
+    assert environ.get("VIRTUAL_ENV") == str(world.sidecar_env)
+    for name in ("GEOLIBRE_ML_SAMGEO_CMD", "GEOLIBRE_ML_HOME"):  # the app's own, passed on
+        assert environ.get(name) == world.env[name], name
     assert (world.sidecar_env / "pyvenv.cfg").is_file()
     # The chain the shell plugin made: app -> bundled uv -> the sidecar.
     uv = sidecar.parent()
