@@ -4,7 +4,9 @@
 - samgeo-api launched by the sidecar's supervisor against the same command
   launched directly (same environment, same run, interleaved rounds);
 - the first segmentation (it loads the model) against warm ones;
-- the whole path from spawning ``geolibre-sidecar`` to the first polygons.
+- the whole path from spawning ``geolibre-sidecar`` to the first polygons, and
+  with ``GEOLIBRE_ML_PREWARM=1`` the time to a loaded model and the first click
+  after it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,28 +71,29 @@ def _direct_start(command: list[str], env: dict[str, str], log: Path) -> float:
     """The supervisor's own command on another port, to a healthy /health."""
     port = free_port()
     argv = [*command[: command.index("--port") + 1], str(port)]
-    with log.open("ab") as out:
+    # One client for the whole poll: httpx.get() builds a client (and a TLS context) per
+    # call, which costs enough CPU on two cores to slow down the server being timed.
+    with httpx.Client(timeout=1, trust_env=False) as client, log.open("ab") as out:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = started + START_TIMEOUT_S
-        while time.perf_counter() < deadline:
-            try:
-                url = f"http://127.0.0.1:{port}/health"
-                if httpx.get(url, timeout=1, trust_env=False).status_code == 200:
-                    return time.perf_counter() - started
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, f"samgeo-api exited; see {log}"
-            time.sleep(POLL_S)
-        raise AssertionError(f"samgeo-api did not answer within {START_TIMEOUT_S:g} s")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        try:
+            deadline = started + START_TIMEOUT_S
+            while time.perf_counter() < deadline:
+                try:
+                    if client.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                        return time.perf_counter() - started
+                except httpx.HTTPError:
+                    pass
+                assert proc.poll() is None, f"samgeo-api exited; see {log}"
+                time.sleep(POLL_S)
+            raise AssertionError(f"samgeo-api did not answer within {START_TIMEOUT_S:g} s")
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Figure]:
-    direct, supervised, first, warm = [], [], [], []
+    direct, supervised, first, warm, load = [], [], [], [], []
     env = _launch_env(stack)
     sidecar = start_sidecar(stack.home, marker=stack.marker)
     try:
@@ -97,7 +102,10 @@ def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Fi
             record = json.loads(stack.paths.backend_state.read_text(encoding="utf-8"))
             with sidecar.client(timeout_s=REQUEST_TIMEOUT_S) as client:
                 first.append(_segment(client, tif))
-                warm.extend(_segment(client, tif) for _ in range(3))
+                this_round = [_segment(client, tif) for _ in range(3)]
+            warm.extend(this_round)
+            # Paired with the same round's warm requests: the machine's speed drifts.
+            load.append(first[-1] - median(this_round))
             _stop(sidecar)
             direct.append(_direct_start(record["command"], env, stack.home / "direct.log"))
     finally:
@@ -113,6 +121,8 @@ def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Fi
         Figure("first text segmentation (loads the model)", median(first), "s",
                note=_spread(first)),
         Figure("warm text segmentation", median(warm), "s", note=_spread(warm)),
+        Figure("  first minus warm, same round (the model load)", median(load), "s",
+               note=_spread(load)),
     ]  # fmt: skip
 
 
@@ -128,19 +138,61 @@ def _launch_env(stack: RealStack) -> dict[str, str]:
     return env
 
 
-def _sidecar_to_polygons(stack: RealStack, tif: GeoTiff, rounds: int) -> Figure:
-    totals = []
+def _loaded(client: httpx.Client, url: str) -> bool:
+    try:
+        answer = client.get(f"{url}/models")
+    except httpx.HTTPError:
+        return False  # busy loading: its event loop is blocked
+    return answer.status_code == 200 and bool(answer.json()["loaded"])
+
+
+def _wait(condition: Callable[[], Any], what: str) -> Any:
+    deadline = time.perf_counter() + START_TIMEOUT_S + REQUEST_TIMEOUT_S
+    while not (value := condition()):
+        assert time.perf_counter() < deadline, f"timed out waiting for {what}"
+        time.sleep(POLL_S)
+    return value
+
+
+def _sidecar_to_polygons(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Figure]:
+    """Cold sidecar starts, without and with GEOLIBRE_ML_PREWARM (interleaved)."""
+    plain, warmed_after, first_click, extra = [], [], [], []
     for _ in range(rounds):
-        started = time.perf_counter()
-        sidecar = start_sidecar(stack.home, marker=stack.marker, timeout_s=START_TIMEOUT_S)
-        try:
-            with sidecar.client(timeout_s=START_TIMEOUT_S + REQUEST_TIMEOUT_S) as client:
-                _segment(client, tif)
-            totals.append(time.perf_counter() - started)
-        finally:
-            sidecar.close()
-    return Figure("geolibre-sidecar spawn to first polygons", median(totals), "s",
-                  note=_spread(totals))  # fmt: skip
+        for prewarm in (False, True):
+            env = {"GEOLIBRE_ML_PREWARM": "1"} if prewarm else {}
+            started = time.perf_counter()
+            sidecar = start_sidecar(
+                stack.home, marker=stack.marker, env=env, timeout_s=START_TIMEOUT_S
+            )
+            try:
+                if prewarm:
+                    with sidecar.client() as ours, httpx.Client(timeout=5, trust_env=False) as c:
+                        url = _wait(
+                            lambda: ours.get("/ml/status").json()["backend"]["url"], "a backend"
+                        )
+                        _wait(lambda u=url, c=c: _loaded(c, u), "the prewarm")
+                    warmed_after.append(time.perf_counter() - started)
+                with sidecar.client(timeout_s=START_TIMEOUT_S + REQUEST_TIMEOUT_S) as client:
+                    seconds = _segment(client, tif)
+                    if prewarm:
+                        this_round = [_segment(client, tif) for _ in range(3)]
+                if prewarm:
+                    first_click.append(seconds)
+                    extra.append(seconds - median(this_round))
+                else:
+                    plain.append(time.perf_counter() - started)
+            finally:
+                sidecar.close()
+    return [
+        Figure("geolibre-sidecar spawn to first polygons", median(plain), "s",
+               note=_spread(plain)),
+        Figure("with GEOLIBRE_ML_PREWARM=1: spawn to model loaded", median(warmed_after), "s",
+               note=_spread(warmed_after)),
+        Figure("  then the first click (a text segmentation)", median(first_click), "s",
+               note=_spread(first_click)),
+        Figure("  first click minus warm, same round", median(extra), "s",
+               note=_spread(extra)),
+    ]  # fmt: skip
 
 
 def run(quick: bool) -> list[Figure]:
@@ -160,7 +212,7 @@ def run(quick: bool) -> list[Figure]:
             )  # fmt: skip
             figures.append(Figure("tiny SAM 3 written", stack.timings["tiny_model_s"], "s"))
             figures.extend(_launch_and_requests(stack, tif, rounds))
-            figures.append(_sidecar_to_polygons(stack, tif, rounds))
+            figures.extend(_sidecar_to_polygons(stack, tif, rounds))
         finally:
             kill_marked(marker)
     return figures

@@ -73,6 +73,7 @@ def real_sidecar(real_stack: RealStack, tiny_weights: dict[str, Any]) -> Iterato
             wait_until(
                 lambda: not with_marker(real_stack.marker),
                 timeout_s=STOP_TIMEOUT_S,
+                interval_s=0.2,
                 what="the sidecar's samgeo-api to exit with it",
             )
         finally:

@@ -28,6 +28,9 @@ APP_DEFAULT_KEY = [
 ]
 
 
+POLL_S = 0.2  # each probe builds a client: polling hard would slow the start on two cores
+
+
 def _loaded(url: str) -> list[Any] | None:
     """samgeo-api's loaded models; None while it cannot answer (busy loading)."""
     try:
@@ -48,10 +51,14 @@ def test_prewarm_loads_the_model_the_first_click_uses(
         url = wait_until(
             lambda: sidecar.status()["backend"]["url"],
             timeout_s=LOAD_DEADLINE_S,
+            interval_s=POLL_S,
             what="the prewarmed backend to be launched",
         )
         loaded = wait_until(
-            lambda: _loaded(url), timeout_s=LOAD_DEADLINE_S, what="the prewarm to load SAM 3"
+            lambda: _loaded(url),
+            timeout_s=LOAD_DEADLINE_S,
+            interval_s=POLL_S,
+            what="the prewarm to load SAM 3",
         )
         assert loaded == [APP_DEFAULT_KEY]
         with sidecar.client(timeout_s=LOAD_DEADLINE_S) as client:
@@ -65,6 +72,11 @@ def test_prewarm_loads_the_model_the_first_click_uses(
     finally:
         sidecar.close()
         try:
-            wait_until(lambda: not with_marker(real_stack.marker), timeout_s=30, what="exit")
+            wait_until(
+                lambda: not with_marker(real_stack.marker),
+                timeout_s=30,
+                interval_s=POLL_S,
+                what="the sidecar's samgeo-api to exit with it",
+            )
         finally:
             kill_marked(real_stack.marker)

@@ -26,6 +26,7 @@ PROMPT = "trees"
 REFUSAL_DEADLINE_S = 2.0
 REQUEST_TIMEOUT_S = 300.0  # covers the first request, which loads the model
 STATUS_DEADLINE_S = 30.0
+POLL_S = 0.2
 
 
 def _post_text(client: httpx.Client, url: str, tif: GeoTiff, **fields: str) -> httpx.Response:
@@ -128,6 +129,7 @@ def test_available_only_while_the_weights_are_in_place(
         status = wait_until(
             lambda: (s := real_sidecar.status())["available"] is False and s,
             timeout_s=STATUS_DEADLINE_S,
+            interval_s=POLL_S,
             what="status to say unavailable once the weights are gone",
         )
         said = " ".join([status["message"], *status["hints"]])
@@ -137,5 +139,6 @@ def test_available_only_while_the_weights_are_in_place(
     wait_until(
         lambda: real_sidecar.status()["available"] is True,
         timeout_s=STATUS_DEADLINE_S,
+        interval_s=POLL_S,
         what="status to say available once the weights are back",
     )
