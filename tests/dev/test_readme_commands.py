@@ -58,6 +58,16 @@ ELSEWHERE: dict[str, str] = {
     "npm run build": "tests/bridge/test_ts_client.py",
     "npm test": "tests/bridge/test_ts_client.py",
     "npm run demo": "tests/bridge/test_ts_client.py (the demo page in Chromium)",
+    "cd tauri-bridge/app": "tests/bridge/test_tauri_app.py builds the app in that folder",
+    "CARGO_TARGET_DIR=~/.cache/geolibre-ml-tests/tauri-target npm run build": (
+        "tests/bridge/test_tauri_app.py (cargo, minutes cold)"
+    ),
+    "dpkg-deb -x ~/.cache/geolibre-ml-tests/tauri-target/debug/bundle/deb/*.deb /tmp/app": (
+        "tests/bridge/test_tauri_app.py unpacks the .deb"
+    ),
+    "GEOLIBRE_ML_SAMGEO_URL=http://gpu-box:8000 /tmp/app/usr/bin/geolibre-ml-tauri-app": (
+        "tests/bridge/test_tauri_app.py runs the app under Xvfb"
+    ),
 }
 
 
