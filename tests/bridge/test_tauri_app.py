@@ -270,6 +270,9 @@ def test_sigkilled_app_takes_the_sidecar_and_a_new_launch_gets_a_fresh_one(
         assert second["pid"] != first.pid
         status = wait_step(again, "status", timeout_s=STEP_TIMEOUT_S)
         assert status["badge"] != "unreachable", status
+        # The recipe's capability is in force: uv with other arguments is refused.
+        scope = wait_step(again, "scope", timeout_s=STEP_TIMEOUT_S)
+        assert scope["refused"], scope
     finally:
         _kill_all(again, marker)
     assert_nothing_left(marker, timeout_s=OUTLIVE_LIMIT_S)

@@ -9,11 +9,12 @@
  * - "full-then-close": the same, then the page closes its window (a normal quit).
  * - "close-while-segmenting": Start server, a segmentation the stand-in holds
  *   for minutes ("standin:sleep=…"), and the window closed while it runs.
- * - "idle": only the sidecar and the first status.
+ * - "idle": the sidecar, the first status, and a spawn the capability must refuse.
  */
 
 import { invoke } from "@tauri-apps/api/core";
 import { getCurrentWindow } from "@tauri-apps/api/window";
+import { Command } from "@tauri-apps/plugin-shell";
 
 export interface InstallSeen {
   events: number;
@@ -82,6 +83,17 @@ async function segment(): Promise<void> {
   });
 }
 
+/** The capability allows one command line: bundled uv with other arguments is refused. */
+async function outsideTheCapability(): Promise<Record<string, unknown>> {
+  try {
+    const child = await Command.sidecar("binaries/uv", ["--version"], { env: {} }).spawn();
+    await child.kill();
+    return { refused: false };
+  } catch (error) {
+    return { refused: true, message: error instanceof Error ? error.message : String(error) };
+  }
+}
+
 /** Run the flow named `flow`, reporting each step. */
 export async function drive(flow: string, hooks: PageHooks): Promise<void> {
   await waitFor("a status", () => !["unknown", ""].includes(state("status-state")), 30_000);
@@ -90,7 +102,10 @@ export async function drive(flow: string, hooks: PageHooks): Promise<void> {
     message: text("status-message"),
     startEnabled: !element<HTMLButtonElement>("start-backend").disabled,
   });
-  if (flow === "idle") return;
+  if (flow === "idle") {
+    await report("scope", await outsideTheCapability());
+    return;
+  }
   if (flow === "close-while-segmenting") {
     await startServer();
     element<HTMLInputElement>("prompt").value = `standin:sleep=${HELD_SEGMENTATION_S}`;

@@ -37,15 +37,20 @@ function message(error: unknown): string {
 // --- the sidecar's output: on the page and in <app log dir>/ml-sidecar.log ---------
 
 const pending: string[] = [];
-let flushing: Promise<void> | null = null;
+let scheduled: Promise<void> | null = null;
+let written: Promise<void> = Promise.resolve();
 
+/** Lines go to the app in batches, one write after the other (the file keeps their order). */
 function flushLog(): Promise<void> {
-  flushing ??= new Promise<void>((done) => setTimeout(done, LOG_FLUSH_MS)).then(async () => {
+  scheduled ??= new Promise<void>((done) => setTimeout(done, LOG_FLUSH_MS)).then(() => {
+    scheduled = null;
     const lines = pending.splice(0);
-    flushing = null;
-    if (lines.length) await invoke("sidecar_log", { lines }).catch(() => undefined);
+    if (lines.length) {
+      written = written.then(() => invoke<void>("sidecar_log", { lines }).catch(() => undefined));
+    }
+    return written;
   });
-  return flushing;
+  return scheduled;
 }
 
 function onOutput(line: string): void {
