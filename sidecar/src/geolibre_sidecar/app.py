@@ -10,9 +10,11 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+from geolibre_env.model_env import active_environment
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -32,6 +34,17 @@ from geolibre_sidecar.install_api import (
     install_state,
     start_install,
 )
+from geolibre_sidecar.jobs.api import (
+    create_job,
+    delete_job,
+    job_events,
+    job_result,
+    job_state,
+    list_jobs,
+)
+from geolibre_sidecar.jobs.manager import JobManager
+from geolibre_sidecar.jobs.pool import Pool
+from geolibre_sidecar.jobs.store import JobStore
 from geolibre_sidecar.prewarm import prewarm
 from geolibre_sidecar.proxy import SegmentProxy
 from geolibre_sidecar.sam3_modes import Sam3Policy
@@ -59,6 +72,12 @@ def make_http_client(
         # Loopback only: proxies from the environment must not capture these calls.
         trust_env=False,
     )
+
+
+def _model_python(settings: SidecarSettings) -> Path | None:
+    """The model environment's Python, which runs the tile runner (it has rasterio)."""
+    active = active_environment(settings.env.paths)
+    return active.python if active is not None and active.python.exists() else None
 
 
 def create_app(
@@ -167,7 +186,14 @@ def create_app(
             sam3=sam3,
             proxy=app.state.proxy,
         )
+        app.state.job_manager = job_manager = JobManager(
+            settings,
+            JobStore(settings.env.paths.data / "jobs"),
+            Pool(settings, backend, upstream, app.state.proxy),
+            python=lambda: _model_python(settings),
+        )
         await backend.startup()
+        await job_manager.startup()
         # Not awaited: GPU detection must not delay the ready line.
         refresh = asyncio.create_task(facts.refresh(), name="environment-facts")
         warming = (
@@ -182,6 +208,7 @@ def create_app(
             if warming is not None:
                 warming.cancel()
             await jobs.aclose()
+            await job_manager.aclose()
             await app.state.proxy.aclose()
             await backend.aclose()
             await upstream.aclose()
@@ -198,6 +225,12 @@ def create_app(
         Route("/ml/backend/install", install_state, methods=["GET"]),
         Route("/ml/backend/install", cancel_install, methods=["DELETE"]),
         Route("/ml/backend/install/events", install_events, methods=["GET"]),
+        Route("/ml/jobs", create_job, methods=["POST"]),
+        Route("/ml/jobs", list_jobs, methods=["GET"]),
+        Route("/ml/jobs/{job_id}", job_state, methods=["GET"]),
+        Route("/ml/jobs/{job_id}", delete_job, methods=["DELETE"]),
+        Route("/ml/jobs/{job_id}/events", job_events, methods=["GET"]),
+        Route("/ml/jobs/{job_id}/result", job_result, methods=["GET"]),
         Route("/ml/diagnostics", diagnostics, methods=["GET"]),
         Route("/ml/diagnostics/bundle", diagnostics_bundle, methods=["GET"]),
         Route("/shutdown", shutdown, methods=["POST"]),

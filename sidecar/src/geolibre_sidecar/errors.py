@@ -84,6 +84,10 @@ class BackendTimeout(SidecarError):
     """The backend did not answer within GEOLIBRE_ML_UPSTREAM_TIMEOUT_S."""
 
 
+class NotFound(SidecarError):
+    """No such job (never made, or deleted)."""
+
+
 class Conflict(SidecarError):
     """The request conflicts with something in progress (an install)."""
 
@@ -100,6 +104,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], int], ...] = (
     (InvalidField, 422),
     (TooManyRequests, 429),
     (RequestTimeout, 408),
+    (NotFound, 404),
     (Conflict, 409),
     (NotSupportedHere, 501),
     (BackendBroke, 502),

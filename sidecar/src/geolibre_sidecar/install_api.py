@@ -26,16 +26,15 @@ from typing import Any
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.redact import redact, register_secret
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from geolibre_sidecar.errors import Conflict, InvalidField
 from geolibre_sidecar.settings import SidecarSettings
+from geolibre_sidecar.sse import MAX_EVENTS, event_stream, follow, last_event_id, notify
 
 log = logging.getLogger("geolibre.install")
 
-MAX_EVENTS = 2000
 CANCEL_GRACE_S = 10.0
-SSE_HEARTBEAT_S = 15.0
 ALLOWED_FIELDS = {"backend", "token", "checkpoint", "bundle", "weights", "force", "build"}
 MAX_TEXT_CHARS = 4096  # longer than any real path, short enough to echo in a message
 # A torch build name: cpu, cu126, rocm6.3, ... (never an option, never a path).
@@ -250,8 +249,7 @@ class InstallJobs:
         job.events.append(event)
         if len(job.events) > MAX_EVENTS:  # keep the first events and the recent ones
             del job.events[100:200]
-        async with job.changed:
-            job.changed.notify_all()
+        await notify(job)
 
     async def cancel(self) -> dict[str, Any]:
         job, proc = self.job, self._proc
@@ -282,34 +280,13 @@ class InstallJobs:
         if job is None:
             yield {"event": "end", "state": "none", "id": 0}
             return
-        # By id, not by position: the list drops middle events once it is long.
-        sent = max(after, 0)
-        while True:
-            pending = [e for e in job.events[-MAX_EVENTS:] if e["id"] > sent]
-            for event in pending:
-                sent = event["id"]
-                yield event
-            if not job.running and not any(e["id"] > sent for e in job.events[-1:]):
-                return
-            async with job.changed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(job.changed.wait(), SSE_HEARTBEAT_S)
-            if job.running and not any(e["id"] > sent for e in job.events[-1:]):
-                yield {"event": "heartbeat"}
+        async for event in follow(job, after):
+            yield event
 
     async def aclose(self) -> None:
         if self.job is not None and self.job.running:
             with contextlib.suppress(Exception):
                 await self.cancel()
-
-
-def _sse(event: dict[str, Any]) -> bytes:
-    if event.get("event") == "heartbeat":
-        return b": keep-alive\n\n"
-    kind = event.get("event", "progress")
-    ident = event.get("id", "")
-    data = json.dumps(event, separators=(",", ":"), default=str)
-    return f"id: {ident}\nevent: {kind}\ndata: {data}\n\n".encode()
 
 
 async def start_install(request: Request) -> Response:
@@ -335,16 +312,4 @@ async def cancel_install(request: Request) -> Response:
 
 async def install_events(request: Request) -> Response:
     jobs: InstallJobs = request.app.state.install_jobs
-    raw = request.headers.get("last-event-id", "").strip()
-    # Event ids are positive; anything else (negative, huge, garbage) replays from the start.
-    after = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 18 else 0
-
-    async def stream() -> AsyncIterator[bytes]:
-        async for event in jobs.events(after):
-            yield _sse(event)
-
-    return StreamingResponse(
-        stream(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return event_stream(jobs.events(last_event_id(request)))

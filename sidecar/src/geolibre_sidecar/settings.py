@@ -49,6 +49,8 @@ class SidecarSettings:
     body_idle_timeout_s: float = 10.0
     min_upload_bytes_per_s: int = 16 * 1024
     max_model_variants: int = 2
+    # Extra samgeo-api servers for tiled jobs: (url, tiles at once).
+    job_backends: tuple[tuple[str, int], ...] = ()
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     log_level: str = "INFO"
@@ -101,9 +103,30 @@ class SidecarSettings:
             header_timeout_s=read.float("GEOLIBRE_ML_HEADER_TIMEOUT_S", 10.0, minimum=0.1),
             body_idle_timeout_s=read.float("GEOLIBRE_ML_BODY_IDLE_TIMEOUT_S", 10.0, minimum=0.1),
             max_model_variants=read.int("GEOLIBRE_ML_MAX_MODEL_VARIANTS", 2),
+            job_backends=parse_job_backends(read.list("GEOLIBRE_ML_JOB_BACKENDS")),
             allowed_hosts=DEFAULT_ALLOWED_HOSTS + read.list("GEOLIBRE_ML_ALLOWED_HOSTS"),
             cors_origins=DEFAULT_CORS_ORIGINS + read.list("GEOLIBRE_ML_CORS_ORIGINS"),
             log_level=(read.str("GEOLIBRE_ML_LOG_LEVEL", "INFO") or "INFO").upper(),
             supervisor=supervisor,
             env=EnvSettings.from_environ(env),
         )
+
+
+def parse_job_backends(items: tuple[str, ...]) -> tuple[tuple[str, int], ...]:
+    """``http://host:8000#4`` -> (``http://host:8000``, 4): the fragment, never sent, is
+    how many tiles the server takes at once (1 if absent: samgeo-api is serial)."""
+    parsed = []
+    for item in items:
+        url, _, count = item.partition("#")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(
+                f"GEOLIBRE_ML_JOB_BACKENDS: {url[:60]!r} must start with http:// or https://.",
+                hint="For example GEOLIBRE_ML_JOB_BACKENDS=http://gpu-box:8000,https://ray:8443#8",
+            )
+        if count and not (count.isdigit() and 1 <= int(count) <= 256):
+            raise ConfigError(
+                f"GEOLIBRE_ML_JOB_BACKENDS: the concurrency after '#' in {url[:60]!r} must be "
+                "a whole number from 1 to 256."
+            )
+        parsed.append((url.rstrip("/"), int(count) if count else 1))
+    return tuple(parsed)
