@@ -30,6 +30,8 @@ def offline_install_env(wheelhouse: Path, uv_cache: Path) -> dict[str, str]:
         "UV_FIND_LINKS": str(wheelhouse),
         "UV_CACHE_DIR": str(uv_cache),
         "HF_ENDPOINT": CLOSED_HUB,
+        # The stand-in environment has no huggingface_hub: ours (the dev group's) fetches.
+        "GEOLIBRE_ML_HUB_PYTHON": sys.executable,
     }
 
 

@@ -39,6 +39,7 @@ LISTING = re.compile(
 CDN = re.compile(r"^/cdn/(?P<sha>[0-9a-f]{64})$")
 RANGE = re.compile(r"^bytes=(\d+)-$")
 SLOW_PIECE_BYTES = 8192
+CDN_HOST = "127.0.0.2"  # Linux routes all of 127.0.0.0/8 to loopback
 LOG_SETTLE_S = 2.0
 
 
@@ -137,7 +138,7 @@ class FakeHub:
 
     @property
     def cdn_url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self._servers[1].server_address[1]}"
+        return f"{self.scheme}://{CDN_HOST}:{self._servers[1].server_address[1]}"
 
     def log(self, *, server: str | None = None, method: str | None = None) -> list[LoggedRequest]:
         """The requests answered so far. A client can have read a whole answer before
@@ -173,7 +174,7 @@ class FakeHub:
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # the request log is ours; stderr stays quiet
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer((CDN_HOST if role == "cdn" else "127.0.0.1", 0), Handler)
         server.daemon_threads = True
         if self._tls is not None:
             # Handshake in the handler thread, so a refused certificate cannot block accept().

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from geolibre_env.errors import ConfigError
-from geolibre_env.hub import HubOfflineError
+from geolibre_env.hub_errors import HubOfflineError
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
 from geolibre_env.proxies import ProxyConfig, bypassed
@@ -46,7 +47,8 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> CertAuthority:
 @pytest.fixture
 def online(ml_home: Path, marker: str, tmp_path: Path) -> Installer:
     """The CLI with nothing offline: no UV_OFFLINE/UV_NO_INDEX/UV_FIND_LINKS, its own cache."""
-    extra = {"UV_CACHE_DIR": str(tmp_path / "uv-cache"), "HF_ENDPOINT": CLOSED_HUB}
+    extra = {"UV_CACHE_DIR": str(tmp_path / "uv-cache"), "HF_ENDPOINT": CLOSED_HUB,
+             "GEOLIBRE_ML_HUB_PYTHON": sys.executable}  # fmt: skip
     return Installer(ml_home, without_proxy_settings(base_env(ml_home, marker, extra)))
 
 
@@ -257,7 +259,10 @@ def test_no_proxy_sends_the_weights_direct(tmp_path):
     try:
         with AuthProxy(credentials=(PROXY_USER, PROXY_PASSWORD)) as proxy:
             settings = _settings(
-                tmp_path, HF_ENDPOINT=server.url, HTTP_PROXY=proxy.url(), NO_PROXY="127.0.0.1"
+                tmp_path,
+                HF_ENDPOINT=server.url,
+                HTTP_PROXY=proxy.url(),
+                NO_PROXY="127.0.0.1,127.0.0.2",
             )
             status = fetch_weights(settings, load_spec(), backend="meta")
             assert not proxy.log()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from geolibre_env.errors import WeightsError
-from geolibre_env.hub import COMMIT_SHA, SAFE_NAME, RepoCache, check_repo_filename
+from geolibre_env.hub_cache import COMMIT_SHA, SAFE_NAME, RepoCache, check_repo_filename
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec
 from geolibre_env.weights import (

@@ -341,6 +341,7 @@ class Provisioner:
                     progress=self._steps.sink,
                     cancel=self.cancel,
                     checkpoint=request.checkpoint,
+                    python=env.python,  # its huggingface_hub, as samgeo-api will use it
                 )
                 result.weights = status.to_dict()
             except WeightsError as exc:

@@ -93,6 +93,9 @@ class EnvSettings:
     checkpoint_path: Path | None = None
     ca_bundle: Path | None = None
     nvidia_smi: str = "nvidia-smi"
+    # The Python whose huggingface_hub fetches the weights (default: the model
+    # environment's; a bundle export without one: ours).
+    hub_python: str | None = None
     # Proxies for every download (environment, else the OS settings), read once.
     proxies: ProxyConfig = field(default_factory=ProxyConfig)
     # A snapshot of the process environment: the base for child environments
@@ -115,6 +118,7 @@ class EnvSettings:
             checkpoint_path=read.path("SAM3_CHECKPOINT_PATH"),
             ca_bundle=read.path("GEOLIBRE_ML_CA_BUNDLE"),
             nvidia_smi=read.str("GEOLIBRE_ML_NVIDIA_SMI", "nvidia-smi") or "nvidia-smi",
+            hub_python=read.str("GEOLIBRE_ML_HUB_PYTHON"),
             proxies=ProxyConfig.from_environ(env),
             environ=env,
         )

@@ -235,6 +235,39 @@ def stream_uv(
     leaves a uv writing into an environment the next run wants to resume.
     """
     argv = uv.command(*args)
+    returncode, tail, timed_out = stream_lines(
+        argv, env=env, on_line=on_line, on_tick=on_tick, cancel=cancel, timeout_s=timeout_s
+    )
+    if timed_out and returncode != 0:
+        raise ToolError(
+            f"uv did not finish within {timeout_s:.0f} s.",
+            command=argv,
+            returncode=returncode,
+            output_tail=redact("\n".join(tail)),
+        )
+    if returncode != 0:
+        raise ToolError(
+            f"uv failed (exit code {returncode}).",
+            command=argv,
+            returncode=returncode,
+            output_tail=redact("\n".join(tail)),
+        )
+    return returncode
+
+
+def stream_lines(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    on_line: Callable[[str], None],
+    on_tick: Callable[[], None] | None = None,
+    cancel: CancelToken | None = None,
+    timeout_s: float | None = None,
+    stdin_text: str | None = None,
+) -> tuple[int, list[str], bool]:
+    """Run ``argv`` (dying with us on Linux), each output line to ``on_line``; cancel or
+    the deadline kills its tree. ``(returncode, last lines, timed out)``; a cancel
+    raises :class:`InstallCancelledError` once the tree is gone."""
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     kwargs: dict[str, object] = {}
     if sys.platform.startswith("linux"):
@@ -242,9 +275,9 @@ def stream_uv(
     elif sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     proc = subprocess.Popen(
-        argv,
+        list(argv),
         env=dict(env),
-        stdin=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL if stdin_text is None else subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -253,6 +286,10 @@ def stream_uv(
         bufsize=1,
         **kwargs,  # type: ignore[arg-type]
     )
+    if stdin_text is not None and proc.stdin is not None:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(stdin_text)
+        proc.stdin.close()
     deadline = time.monotonic() + timeout_s if timeout_s else None
     stop = threading.Event()
 
@@ -264,7 +301,7 @@ def stream_uv(
             if on_tick is not None:
                 on_tick()
 
-    watcher = threading.Thread(target=guard, name="uv-guard", daemon=True)
+    watcher = threading.Thread(target=guard, name="stream-guard", daemon=True)
     watcher.start()
     try:
         assert proc.stdout is not None
@@ -282,21 +319,8 @@ def stream_uv(
             proc.stdout.close()  # or the pipe stays open until garbage collection
     if cancel and cancel.cancelled:
         raise InstallCancelledError("The install was cancelled.", hint=CANCEL_HINT)
-    if deadline and time.monotonic() > deadline and returncode != 0:
-        raise ToolError(
-            f"uv did not finish within {timeout_s:.0f} s.",
-            command=argv,
-            returncode=returncode,
-            output_tail=redact("\n".join(tail)),
-        )
-    if returncode != 0:
-        raise ToolError(
-            f"uv failed (exit code {returncode}).",
-            command=argv,
-            returncode=returncode,
-            output_tail=redact("\n".join(tail)),
-        )
-    return returncode
+    timed_out = bool(deadline and time.monotonic() > deadline)
+    return returncode, list(tail), timed_out
 
 
 CANCEL_HINT = "Nothing that worked before was changed; run the install again to resume."

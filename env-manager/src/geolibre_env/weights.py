@@ -9,32 +9,31 @@ need SAM 3's tokenizer vocabulary inside the samgeo package.
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import logging
 import os
 import secrets
-import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from geolibre_env.errors import ConfigError, WeightsError
-from geolibre_env.http_client import make_client
-from geolibre_env.hub import (
+from geolibre_env.errors import ConfigError, InstallCancelledError, WeightsError
+from geolibre_env.hub_cache import RepoCache
+from geolibre_env.hub_errors import (
     TOKENS_PAGE,
-    HubClient,
-    HubFile,
     HubOfflineError,
-    RepoCache,
-    check_repo_filename,
+    WeightsCancelledError,
+    runner_error,
 )
 from geolibre_env.paths import Paths
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
-from geolibre_env.redact import register_secret
+from geolibre_env.redact import redact, register_secret
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec
+from geolibre_env.trust import base_roots, combined_bundle
+from geolibre_env.uv_runner import PASSTHROUGH_NAMES, stream_lines
 
 if TYPE_CHECKING:
     from geolibre_env.model_env import ActiveEnvironment
@@ -45,7 +44,9 @@ Backend = Literal["meta", "transformers"]
 Route = Literal["hub", "checkpoint", "none"]
 BACKENDS: tuple[Backend, ...] = ("meta", "transformers")
 PROGRESS_INTERVAL_S = 0.1
-DISK_MARGIN_BYTES = 100_000_000
+# huggingface_hub's own settings a user may need to pass on (HF_HUB_DISABLE_XET: for
+# networks whose TLS inspection breaks the Xet transfers).
+HF_PASSTHROUGH = ("HF_HUB_DISABLE_XET", "HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT")
 # Which files each backend needs, as last fetched (the transformers set comes
 # from the Hub's listing, so it cannot be known offline otherwise).
 MANIFEST_NAME = "geolibre-weights.json"
@@ -242,13 +243,6 @@ def backend_environment(
 
 
 # Fetching ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Job:
-    meta: HubFile
-    dest: Path  # the blob (cache) or the vocabulary file
-    pointer: Path | None  # the snapshot entry to link, for cache files
-
-
 def fetch_weights(
     settings: EnvSettings,
     spec: ModelEnvSpec,
@@ -260,8 +254,10 @@ def fetch_weights(
     cancel: CancelToken | None = None,
     checkpoint: Path | None = None,
     refresh: bool = False,
+    python: Path | str | None = None,
 ) -> WeightsStatus:
-    """Download what ``backend`` needs ahead of time, resumably; skip what is there.
+    """Download what ``backend`` needs ahead of time with huggingface_hub, run by
+    ``python`` (the model environment's; by default this one), resumably.
 
     With everything present (and no ``refresh``) nothing touches the network.
     """
@@ -270,19 +266,7 @@ def fetch_weights(
     token = _resolve_token(settings, token, paths)
     checkpoint = _absolute(checkpoint or settings.checkpoint_path)
     if checkpoint is not None:
-        if backend != "meta":
-            raise WeightsError(
-                "A local SAM 3 checkpoint serves the meta backend only; the transformers "
-                f"backend needs the {weights.repo} repository files.",
-                hint="Unset SAM3_CHECKPOINT_PATH and fetch them with a Hub token, "
-                "or use the meta backend (it needs an NVIDIA GPU).",
-            )
-        problem = _checkpoint_problem(checkpoint)
-        if problem is not None:
-            raise WeightsError(
-                f"The SAM 3 checkpoint {checkpoint} {problem}.",
-                hint="Point --checkpoint / SAM3_CHECKPOINT_PATH at a readable sam3.pt.",
-            )
+        _check_checkpoint(checkpoint, backend, weights.repo)
 
     def status() -> WeightsStatus:
         return weights_status(
@@ -295,125 +279,156 @@ def fetch_weights(
         meter.total = meter.base = before.total_bytes
         meter.finish("SAM 3 weights already present")
         return before
-    vocab_path = _vocab_path(spec, site_packages)
-    with make_client(settings) as client:
-        hub = HubClient(
-            client, endpoint=settings.hub_endpoint, token=token, proxies=settings.proxies
-        )
-        cache = RepoCache(paths.hf_home / "hub", weights.repo)
-        jobs: list[_Job] = []
-        commit = None
-        if checkpoint is None:
-            commit, jobs = _weight_jobs(hub, cache, spec, backend)
-        if vocab_path is not None and (refresh or not _nonempty_file(vocab_path)):
-            jobs.append(_vocab_job(hub, spec, vocab_path, air_gapped=checkpoint is not None))
-        _check_disk(jobs)
-        meter.total = sum(job.meta.size for job in jobs)
-        for job in jobs:
-            _run_job(hub, cache, job, meter, cancel)
-        if commit is not None:
-            # Last: refs/main names a commit only once its snapshot is complete.
-            cache.write_ref(weights.revision, commit)
-            _write_manifest(paths, backend, weights.repo, commit, jobs)
+    items: list[dict[str, Any]] = []
+    if checkpoint is None:
+        files = list(weights.meta_files) if backend == "meta" else None
+        items.append({"repo": weights.repo, "revision": weights.revision, "files": files,
+                      "exclude": list(weights.transformers_exclude)})  # fmt: skip
+    vocab = _vocab_path(spec, site_packages)
+    if vocab is not None and (refresh or not _nonempty_file(vocab)):
+        items.append({"repo": weights.vocab_repo, "repo_type": weights.vocab_repo_type,
+                      "revision": "main", "files": [weights.vocab_file],
+                      "copy_to": str(vocab)})  # fmt: skip
+    try:
+        results = run_hub_runner(settings, items, token=token, meter=meter, cancel=cancel,
+                                 python=python, repo=weights.repo)  # fmt: skip
+    except HubOfflineError as exc:
+        if checkpoint is None or vocab is None:
+            raise
+        action = (f"connect once, set HF_ENDPOINT to a mirror, or copy {weights.vocab_file} "
+                  f"into {vocab.parent}.")  # fmt: skip
+        raise HubOfflineError(
+            f"Could not reach the Hugging Face Hub at {exc.host} to fetch SAM 3's tokenizer "
+            f"vocabulary ({weights.vocab_file}): {exc.reason}.",
+            hint=f"The local checkpoint covers the weights, not the vocabulary: {action}",
+            kind=exc.kind, host=exc.host, reason=exc.reason,
+        ) from None  # fmt: skip
+    if checkpoint is None and results:
+        got = results[0]
+        record_weight_files(paths, backend, weights.repo, str(got["commit"]), got["files"])
     meter.finish("SAM 3 weights ready")
     return status()
 
 
-def _weight_jobs(
-    hub: HubClient, cache: RepoCache, spec: ModelEnvSpec, backend: Backend
-) -> tuple[str, list[_Job]]:
-    weights = spec.weights
-    if backend == "transformers":
-        listing = hub.list_files(weights.repo, revision=weights.revision)
-        commit: str | None = listing.commit
-        names = [
-            name
-            for name in listing.files
-            if not any(fnmatch.fnmatch(name, pattern) for pattern in weights.transformers_exclude)
-        ]
-    else:
-        commit, names = None, list(weights.meta_files)
-    jobs = []
-    for name in names:
-        # Pinned to the first answer's commit: one consistent snapshot even if main moves.
-        meta = hub.file_metadata(
-            weights.repo, check_repo_filename(name), revision=commit or weights.revision
-        )
-        commit = commit or meta.commit
-        jobs.append(_Job(meta, cache.blob(meta.etag), cache.pointer(meta.commit, name)))
-    if commit is None:
-        raise WeightsError(f"The Hub listed no files for {weights.repo}.")
-    return commit, jobs
+def run_hub_runner(
+    settings: EnvSettings,
+    items: list[dict[str, Any]],
+    *,
+    token: str | None,
+    meter: _Meter,
+    cancel: CancelToken | None,
+    python: Path | str | None,
+    repo: str,
+) -> list[dict[str, Any]]:
+    """Run :mod:`geolibre_env.hub_runner` for ``items``; its lines become progress."""
+    if not items:
+        return []
+    request = {"cache_dir": str(settings.paths.hf_home / "hub"), "items": items}
+    outcome: dict[str, Any] = {}
 
-
-def _vocab_job(hub: HubClient, spec: ModelEnvSpec, dest: Path, *, air_gapped: bool) -> _Job:
-    weights = spec.weights
-    repo_type = "dataset" if weights.vocab_repo_type == "dataset" else "model"
-    try:
-        meta = hub.file_metadata(weights.vocab_repo, weights.vocab_file, repo_type=repo_type)
-    except HubOfflineError as exc:
-        action = (
-            f"connect once, set HF_ENDPOINT to a mirror, or copy {weights.vocab_file} "
-            f"into {dest.parent}."
-        )
-        raise HubOfflineError(
-            f"Could not reach the Hugging Face Hub at {exc.host} to fetch SAM 3's tokenizer "
-            f"vocabulary ({weights.vocab_file}): {exc.reason}.",
-            hint=f"The local checkpoint covers the weights, not the vocabulary: {action}"
-            if air_gapped
-            else action[:1].upper() + action[1:],
-            kind=exc.kind,
-            host=exc.host,
-            reason=exc.reason,
-        ) from None
-    return _Job(meta, dest, None)
-
-
-def _run_job(
-    hub: HubClient, cache: RepoCache, job: _Job, meter: _Meter, cancel: CancelToken | None
-) -> None:
-    name, size = job.meta.filename, job.meta.size
-    if job.pointer is not None and job.pointer.is_file() and job.pointer.stat().st_size == size:
-        meter.base += size
-        return
-    new_blob = not (job.dest.is_file() and job.dest.stat().st_size == size)
-    if new_blob:
-        log.info("Downloading %s (%d bytes) from %s", name, size, job.meta.repo)
-        meter.start(name, size, resumed=_partial_size(job.dest))
+    def on_line(line: str) -> None:
         try:
-            hub.download(
-                job.meta, job.dest, on_bytes=lambda done: meter.update(name, done), cancel=cancel
-            )
-        except OSError as exc:  # the disk, not the network
-            raise WeightsError(
-                f"Could not write {name} into {job.dest.parent}: {exc.strerror or exc}.",
-                hint="Check free disk space and that the folder is writable, then retry.",
-            ) from None
-    meter.base += size
-    if job.pointer is not None:
-        cache.link(job.dest, job.pointer, new_blob=new_blob)
+            data = json.loads(line)
+        except ValueError:
+            log.debug("hub runner: %s", redact(line))
+            return
+        if isinstance(data, dict):
+            outcome.update(meter.read(data))
+
+    chosen = settings.hub_python or python or sys.executable
+    argv = [str(chosen), str(Path(__file__).with_name("hub_runner.py"))]
+    names = ", ".join(f"{item['repo']} ({', '.join(item['files'] or ['all'])})" for item in items)
+    log.info("Fetching %s from %s with %s", names, settings.hub_endpoint, argv[0])
+    try:
+        code, tail, _ = stream_lines(argv, env=runner_environment(settings, token),
+                                     on_line=on_line, cancel=cancel,
+                                     stdin_text=json.dumps(request))  # fmt: skip
+    except InstallCancelledError:
+        raise WeightsCancelledError(
+            f"The download of {meter.file or 'the SAM 3 weights'} was cancelled.",
+            hint="Run it again to continue where it stopped.",
+        ) from None
+    if "error" in outcome:
+        raise runner_error(outcome["error"], repo=repo, endpoint=settings.hub_endpoint,
+                           proxies=settings.proxies, has_token=bool(token))  # fmt: skip
+    if code != 0 and any("No module named 'huggingface_hub'" in line for line in tail):
+        raise WeightsError(
+            f"{chosen} cannot fetch the SAM 3 weights: it has no huggingface_hub.",
+            hint="Repair the model environment (`geolibre-ml repair`), or set "
+            "GEOLIBRE_ML_HUB_PYTHON to a Python that has huggingface_hub.",
+        )
+    if code != 0 or "results" not in outcome:
+        last = redact(" ".join(tail[-3:]))[:300]
+        raise WeightsError(
+            f"The weights download stopped unexpectedly (exit code {code}): {last or 'no output'}.",
+            hint="Run it again: it continues from the bytes already received.",
+        )
+    return list(outcome["results"])
+
+
+def runner_environment(settings: EnvSettings, token: str | None) -> dict[str, str]:
+    """The runner's environment: the model env's Hub home, the endpoint (a mirror),
+    the proxies and roots the rest of the install uses, the token; nothing else of ours."""
+    env = {
+        key: value
+        for key, value in settings.environ.items()
+        if (key in PASSTHROUGH_NAMES and not key.startswith("SSL_CERT"))
+        or key in HF_PASSTHROUGH
+        or key.startswith("HF_XET_")
+    }
+    env.update(settings.proxies.child_environment())
+    env.update(HF_HOME=str(settings.paths.hf_home), HF_ENDPOINT=settings.hub_endpoint,
+               HF_HUB_DISABLE_TELEMETRY="1")  # fmt: skip
+    # huggingface_hub's httpx reads SSL_CERT_FILE (both 1.x and 2.x, measured): the
+    # OS roots, plus GEOLIBRE_ML_CA_BUNDLE in one file as uv gets it.
+    if settings.ca_bundle is not None:
+        roots: Path | None = combined_bundle(settings.paths, settings.ca_bundle, settings.environ)
+    else:
+        roots = base_roots(settings.environ)
+    if roots is not None:
+        env["SSL_CERT_FILE"] = str(roots)
+    if token:
+        env["HF_TOKEN"] = token
+    return env
 
 
 class _Meter:
-    """Byte progress over the whole fetch, at most one event per PROGRESS_INTERVAL_S."""
+    """The runner's lines as byte progress over the whole fetch, at most one event per
+    PROGRESS_INTERVAL_S; a file's resumed bytes count once (positions are absolute)."""
 
     def __init__(self, sink: ProgressSink) -> None:
         self.sink = sink
-        self.total = self.base = 0  # base: bytes of the files already finished
-        self._file_total, self._last = 0, 0.0
+        self.total = self.base = 0  # base: bytes of the items and files already finished
+        self.file, self._file_total, self._last = "", 0, 0.0
+        self._item_total = self._item_done = 0  # the current item: its size, files done
 
-    def start(self, name: str, size: int, *, resumed: int) -> None:
-        self._file_total = size
-        self.update(name, resumed, force=True)
+    def read(self, data: dict[str, Any]) -> dict[str, Any]:
+        event = data.get("event")
+        if event == "plan":
+            self.base += self._item_total
+            self._item_total, self._item_done = int(data.get("total") or 0), 0
+            self.total = self.base + self._item_total
+        elif event == "start":
+            self.file, self._file_total = str(data["file"]), int(data["size"])
+            self._update(int(data.get("resumed") or 0), force=True)
+        elif event == "progress":
+            self._update(int(data.get("done") or 0))
+        elif event == "file":
+            self._item_done += int(data.get("size") or 0)
+        elif event in ("error", "done"):
+            return {event: data} if event == "error" else {"results": data.get("results", [])}
+        return {}
 
-    def update(self, name: str, file_done: int, *, force: bool = False) -> None:
+    def _update(self, file_done: int, *, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last >= PROGRESS_INTERVAL_S:
             self._last = now
-            extra = {"file": name, "file_done": file_done, "file_total": self._file_total}
-            self._emit(name, self.base + file_done, extra)
+            extra = {"file": self.file, "file_done": file_done, "file_total": self._file_total}
+            self._emit(self.file, self.base + self._item_done + file_done, extra)
 
     def finish(self, message: str) -> None:
+        self.base += self._item_total
+        self._item_total = self._item_done = 0
         self._emit(message, self.base, {})
 
     def _emit(self, message: str, done: int, extra: dict[str, Any]) -> None:
@@ -443,6 +458,22 @@ def _nonempty_file(path: Path) -> bool:
         return path.is_file() and path.stat().st_size > 0
     except OSError:
         return False
+
+
+def _check_checkpoint(checkpoint: Path, backend: Backend, repo: str) -> None:
+    if backend != "meta":
+        raise WeightsError(
+            "A local SAM 3 checkpoint serves the meta backend only; the transformers "
+            f"backend needs the {repo} repository files.",
+            hint="Unset SAM3_CHECKPOINT_PATH and fetch them with a Hub token, "
+            "or use the meta backend (it needs an NVIDIA GPU).",
+        )
+    problem = _checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise WeightsError(
+            f"The SAM 3 checkpoint {checkpoint} {problem}.",
+            hint="Point --checkpoint / SAM3_CHECKPOINT_PATH at a readable sam3.pt.",
+        )
 
 
 def _checkpoint_problem(path: Path) -> str | None:
@@ -479,13 +510,6 @@ def _read_manifest(paths: Paths) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_manifest(
-    paths: Paths, backend: Backend, repo: str, commit: str, jobs: list[_Job]
-) -> None:
-    files = {job.meta.filename: job.meta.size for job in jobs if job.pointer is not None}
-    record_weight_files(paths, backend, repo, commit, files)
-
-
 def record_weight_files(
     paths: Paths, backend: Backend, repo: str, commit: str, files: dict[str, int]
 ) -> None:
@@ -503,25 +527,3 @@ def record_weight_files(
 def vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
     """Where samgeo looks for SAM 3's tokenizer vocabulary inside an environment."""
     return _vocab_path(spec, site_packages)
-
-
-def _partial_size(dest: Path) -> int:
-    partial = dest.with_name(dest.name + ".incomplete")
-    return partial.stat().st_size if partial.is_file() else 0
-
-
-def _check_disk(jobs: list[_Job]) -> None:
-    """Refuse before downloading when a folder's drive cannot take what is still to come."""
-    needed: dict[Path, int] = {}
-    for job in jobs:
-        if not (job.dest.exists() or (job.pointer is not None and job.pointer.exists())):
-            folder = next(p for p in (*job.dest.parents, Path(".")) if p.exists())
-            needed[folder] = needed.get(folder, 0) + job.meta.size - _partial_size(job.dest)
-    for folder, size in needed.items():
-        free = shutil.disk_usage(folder).free
-        if free < size + DISK_MARGIN_BYTES:
-            raise WeightsError(
-                f"Not enough free disk for the SAM 3 weights: {size / 1e9:.1f} GB needed "
-                f"in {folder}, {free / 1e9:.1f} GB free.",
-                hint="Free some space (or move GEOLIBRE_ML_HOME to a larger drive), then retry.",
-            )
