@@ -294,7 +294,7 @@ def test_window_closed_while_a_segmentation_runs(world: AppWorld, marker: str) -
         assert _backend(marker), "the backend runs while the window closes"
         closing = time.monotonic()
         # The window goes at once, although stopping the busy sidecar takes seconds.
-        wait_until(lambda: screen_is_blank(world.framebuffer), timeout_s=3, what="no window")
+        wait_until(lambda: screen_is_blank(world.framebuffer), timeout_s=5, what="no window")
         assert run.proc.poll() is None, "the window was gone before the app ended"
         run.proc.wait(timeout=CLOSE_TIMEOUT_S)
         print(f"\nwindow closed while busy to the app's exit: {time.monotonic() - closing:.1f} s")
