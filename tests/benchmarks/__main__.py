@@ -1,4 +1,4 @@
-"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install,first-polygons]``"""
+"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install,first-polygons,jobs]``"""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from tests.benchmarks import (
     first_polygons_bench,
     hardening_bench,
     install_bench,
+    jobs_bench,
     proxy_bench,
     supervisor_bench,
 )
@@ -21,6 +22,7 @@ SUITES = {
     "supervisor": supervisor_bench,
     "install": install_bench,
     "first-polygons": first_polygons_bench,
+    "jobs": jobs_bench,
 }
 
 

@@ -12,8 +12,11 @@ import { SidecarError } from "./errors.js";
 import { Transport } from "./http.js";
 import type { FollowOptions, InstallEndEvent, InstallEvent } from "./install.js";
 import { followInstallEvents } from "./install.js";
+import type { JobEndEvent, JobEvent, JobList, JobParams, JobSnapshot } from "./jobs.js";
+import { followJobEvents, jobForm } from "./jobs.js";
 import type {
   AutomaticSegmentParams,
+  FeatureCollection,
   OutputFormat,
   PredictSegmentParams,
   SegmentMode,
@@ -32,6 +35,10 @@ import type {
   MlStatus,
   ModelsResponse,
 } from "./types.js";
+
+function jobPath(jobId: string): string {
+  return `/ml/jobs/${encodeURIComponent(jobId)}`;
+}
 
 /** How often {@link MlClient.startBackend} asks for the status while the backend starts. */
 export const START_POLL_MS = 500;
@@ -178,6 +185,49 @@ export class MlClient {
       if (event.event === "end") return event;
     }
     throw new Error("the install's event stream ended without an end event");
+  }
+
+  /** `POST /ml/jobs`: start a tiled job over a big raster; resolves at once (202) to its state. */
+  createJob(params: JobParams, options: CallOptions = {}): Promise<JobSnapshot> {
+    return this.transport.json({ method: "POST", path: "/ml/jobs", body: jobForm(params), ...options });
+  }
+
+  /** `GET /ml/jobs`: every job, and the backends tiles go to. */
+  jobs(options: CallOptions = {}): Promise<JobList> {
+    return this.transport.json({ method: "GET", path: "/ml/jobs", idempotent: true, ...options });
+  }
+
+  /** `GET /ml/jobs/{id}`: state, tiles done of total, failures, elapsed and estimated time left. */
+  job(jobId: string, options: CallOptions = {}): Promise<JobSnapshot> {
+    return this.transport.json({ method: "GET", path: jobPath(jobId), idempotent: true, ...options });
+  }
+
+  /** A job's events (`GET /ml/jobs/{id}/events`) up to and including `end`. */
+  jobEvents(jobId: string, options: FollowOptions = {}): AsyncGenerator<JobEvent, void, undefined> {
+    return followJobEvents(this.transport, jobId, options);
+  }
+
+  /** Follow a job to its end, calling `onEvent` for each event; resolves to the end event. */
+  async followJob(
+    jobId: string,
+    onEvent: (event: JobEvent) => void,
+    options: FollowOptions = {},
+  ): Promise<JobEndEvent> {
+    for await (const event of this.jobEvents(jobId, options)) {
+      onEvent(event);
+      if (event.event === "end") return event;
+    }
+    throw new Error("the job's event stream ended without an end event");
+  }
+
+  /** `GET /ml/jobs/{id}/result`: the merged GeoJSON in the raster's CRS (409 until it succeeded). */
+  jobResult(jobId: string, options: CallOptions = {}): Promise<FeatureCollection> {
+    return this.transport.json({ method: "GET", path: `${jobPath(jobId)}/result`, idempotent: true, ...options });
+  }
+
+  /** `DELETE /ml/jobs/{id}`: cancel a running job (resolves to its cancelled state), or delete an ended one. */
+  deleteJob(jobId: string, options: CallOptions = {}): Promise<JobSnapshot | { id: string; deleted: true }> {
+    return this.transport.json({ method: "DELETE", path: jobPath(jobId), ...options });
   }
 
   /** `GET /ml/diagnostics`: the environment report, secrets redacted. */

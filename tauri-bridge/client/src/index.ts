@@ -23,6 +23,18 @@ export type {
   InstallProgressEvent,
   InstallResultEvent,
 } from "./install.js";
+export { followEvents } from "./follow.js";
+export { followJobEvents, jobForm } from "./jobs.js";
+export type {
+  JobBackend,
+  JobEndEvent,
+  JobEvent,
+  JobList,
+  JobParams,
+  JobSnapshot,
+  JobState,
+  JobTileEvent,
+} from "./jobs.js";
 export { describeCommand, LineSplitter, LineTail } from "./process.js";
 export type { ProcessHandlers, ProcessLauncher, SidecarCommand, SidecarProcess } from "./process.js";
 export { RestartPolicy } from "./restart.js";

@@ -4,10 +4,9 @@
  * `Last-Event-ID`, and an overall fraction for a single progress bar.
  */
 
-import { abortReason, isAbortError, SidecarError } from "./errors.js";
+import type { FollowOptions } from "./follow.js";
+import { followEvents, parseKnown } from "./follow.js";
 import type { Transport } from "./http.js";
-import { readEventStream, SseParser } from "./sse.js";
-import { delay } from "./timers.js";
 import type { InstallJobState, JsonObject } from "./types.js";
 
 interface EventBase {
@@ -90,79 +89,19 @@ export function overallFraction(event: InstallEvent): number | null {
   return null;
 }
 
-export interface FollowOptions {
-  /** Resume after this event id (what the last event you saw carried). */
-  lastEventId?: number;
-  signal?: AbortSignal;
-  /** Reconnect when the stream drops before its `end` event (default 5 attempts). */
-  maxReconnects?: number;
-  /** Wait between reconnects, unless the server sent `retry:` (default 1000 ms). */
-  reconnectDelayMs?: number;
-}
-
-const DEFAULT_RECONNECTS = 5;
-const DEFAULT_RECONNECT_DELAY_MS = 1000;
+export type { FollowOptions } from "./follow.js";
 
 function parseEvent(kind: string, data: string): InstallEvent | null {
-  if (!KNOWN_EVENTS.has(kind)) return null; // newer servers may add kinds: skip them
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(data);
-  } catch {
-    return null;
-  }
-  if (typeof parsed !== "object" || parsed === null) return null;
-  const event = parsed as InstallEvent;
-  return event.event === kind ? event : ({ ...event, event: kind } as InstallEvent);
+  return parseKnown<InstallEvent>(KNOWN_EVENTS, kind, data);
 }
 
 /**
  * Yield the install's events until its `end` event. A dropped connection is
  * resumed with `Last-Event-ID`, so no event is lost or repeated.
  */
-export async function* followInstallEvents(
+export function followInstallEvents(
   transport: Transport,
   options: FollowOptions = {},
 ): AsyncGenerator<InstallEvent, void, undefined> {
-  let lastId = options.lastEventId ?? 0;
-  let reconnects = 0;
-  const maxReconnects = options.maxReconnects ?? DEFAULT_RECONNECTS;
-  for (;;) {
-    const parser = new SseParser();
-    let progressed = false;
-    try {
-      const response = await transport.send({
-        method: "GET",
-        path: "/ml/backend/install/events",
-        headers: { "Last-Event-ID": String(lastId), Accept: "text/event-stream" },
-        signal: options.signal,
-        idempotent: true,
-      });
-      if (!response.body) throw new Error("the event stream has no body");
-      for await (const sse of readEventStream(response.body, parser)) {
-        const event = parseEvent(sse.event, sse.data);
-        if (!event) continue;
-        if (event.event !== "end" && event.id <= lastId) continue; // already seen
-        if (event.id > lastId) lastId = event.id;
-        progressed = true;
-        yield event;
-        if (event.event === "end") return;
-      }
-    } catch (error) {
-      if (isAbortError(error) || options.signal?.aborted) throw error;
-      // An HTTP error answer (401, 404) will not heal by retrying.
-      if (error instanceof SidecarError && error.status !== 0) throw error;
-      if (reconnects >= maxReconnects) throw error;
-    }
-    if (options.signal?.aborted) throw abortReason(options.signal);
-    reconnects = progressed ? 0 : reconnects + 1;
-    if (reconnects > maxReconnects) {
-      throw new SidecarError({
-        status: 0,
-        route: "GET /ml/backend/install/events",
-        detail: "The install's event stream kept ending before the install did.",
-      });
-    }
-    await delay(parser.retryMs ?? options.reconnectDelayMs ?? DEFAULT_RECONNECT_DELAY_MS, options.signal);
-  }
+  return followEvents(transport, "/ml/backend/install/events", parseEvent, "install", options);
 }

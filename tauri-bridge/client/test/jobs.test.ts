@@ -1,0 +1,65 @@
+/**
+ * The tiled-job calls through the typed client on a real sidecar. This sidecar has no
+ * model environment (the Python tier-2 tests run whole jobs on one), so a job is
+ * refused with the sentence that says why; the other routes answer typed.
+ */
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { jobForm, MlClient, nodeSidecar, SidecarError } from "@geolibre/ml-client/node";
+import type { Sidecar } from "@geolibre/ml-client/node";
+
+import { sidecarEnv, sidecarProgram, tempDir } from "./support/env.js";
+import { READY_TIMEOUT_MS } from "./support/sidecars.js";
+
+let sidecar: Sidecar;
+let client: MlClient;
+const raster = new Blob([new Uint8Array([73, 73, 42, 0, 8, 0, 0, 0])], { type: "image/tiff" });
+
+async function failure(promise: Promise<unknown>): Promise<SidecarError> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof SidecarError, `expected a SidecarError, got ${String(error)}`);
+  return error;
+}
+
+before(async () => {
+  sidecar = nodeSidecar({ program: sidecarProgram(), env: sidecarEnv(tempDir("home")), readyTimeoutMs: READY_TIMEOUT_MS });
+  await sidecar.start();
+  client = new MlClient(sidecar);
+});
+
+after(async () => {
+  await sidecar.stop();
+});
+
+test("jobForm sends the mode's fields, mode, tile_size and overlap", () => {
+  const form = jobForm({ mode: "text", file: raster, filename: "big.tif", prompt: "trees", tile_size: 512, overlap: 64 });
+  assert.equal(form.get("mode"), "text");
+  assert.equal(form.get("prompt"), "trees");
+  assert.equal(form.get("tile_size"), "512");
+  assert.equal(form.get("overlap"), "64");
+  assert.equal((form.get("file") as File).name, "big.tif");
+  assert.equal(form.get("filename"), null);
+});
+
+test("a job without a model environment is refused with a sentence saying why", async () => {
+  const error = await failure(client.createJob({ mode: "text", file: raster, prompt: "trees" }));
+  assert.equal(error.status, 409);
+  assert.match(error.detail, /model environment/);
+});
+
+test("the job list names the pool's backends; an unknown job is a 404", async () => {
+  const list = await client.jobs();
+  assert.deepEqual(list.jobs, []);
+  assert.deepEqual(
+    list.backends.map((b) => [b.name, b.concurrency]),
+    [["local", 1]],
+  );
+  const missing = await failure(client.job("no-such-job"));
+  assert.equal(missing.status, 404);
+  assert.match(missing.detail, /no job/);
+});
