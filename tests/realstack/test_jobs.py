@@ -6,7 +6,10 @@ the pool, bad input."""
 
 from __future__ import annotations
 
+import http.server
+import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +254,78 @@ def test_a_corrupt_raster_fails_the_job_with_one_sentence_and_leaves_nothing_run
     assert detail.startswith("The raster could not be read") and "Traceback" not in detail
     assert sidecar.descendants() == []
     assert segment_requests(standin) == 0
+
+
+class _Refuses(http.server.BaseHTTPRequestHandler):
+    """A server that wants other credentials (as a remote samgeo-api behind a proxy)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = b'{"detail":"Not authenticated"}'
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def refusing_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuses)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://user:wrong-secret@127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_remote_backend_answering_401_is_set_aside_and_status_says_so(
+    home: Path, raster: tuple[bytes, dict], standin: StandinProcess, refusing_server: str
+) -> None:
+    standin.set_switches(infer_s=0.5)
+    process = sidecar_for(home, standin.url, marker(), GEOLIBRE_ML_JOB_BACKENDS=refusing_server)
+    try:
+        with process.client() as client:
+            job = submit(client, raster[0], tile_size=TILE, overlap=OVERLAP).json()
+        events = read_events(process, job["id"])
+        state = job_state(process, job["id"])
+        status = process.status()
+        log = process.stderr()
+    finally:
+        process.close()
+    assert state["state"] == "succeeded" and state["failures"] == [], state
+    remote = refusing_server.split("@")[1]
+    [aside] = [e for e in events if e["event"] == "backend_set_aside"]
+    assert aside["backend"] == f"http://{remote}" and "credentials" in aside["detail"]
+    backends = {b["name"]: b for b in status["jobs"]["backends"]}
+    assert backends[f"http://{remote}"]["set_aside"] is True
+    assert backends["local"]["set_aside"] is False
+    assert "wrong-secret" not in json.dumps(status) + json.dumps(events) + log
+
+
+def test_a_remote_backend_that_times_out_loses_its_tiles_to_another(
+    home: Path, raster: tuple[bytes, dict], standin: StandinProcess
+) -> None:
+    with start_standin(env={"STANDIN_INFER_S": "6"}) as slow:
+        process = sidecar_for(
+            home,
+            standin.url,
+            marker(),
+            GEOLIBRE_ML_JOB_BACKENDS=slow.url,
+            GEOLIBRE_ML_UPSTREAM_TIMEOUT_S="1.5",
+        )
+        try:
+            with process.client() as client:
+                job = submit(client, raster[0], tile_size=TILE, overlap=OVERLAP).json()
+            events = read_events(process, job["id"])
+        finally:
+            process.close()
+    assert events[-1]["state"] == "succeeded", events[-3:]
+    retried = [e for e in events if e["event"] == "tile_retry"]
+    assert retried and all("no answer within 1.5 s" in e["detail"] for e in retried)
+    assert {e["backend"] for e in events if e["event"] == "tile"} == {"local"}

@@ -192,6 +192,7 @@ def create_app(
             Pool(settings, backend, upstream, app.state.proxy),
             python=lambda: _model_python(settings),
         )
+        app.state.status_sources.jobs = job_manager
         await backend.startup()
         await job_manager.startup()
         # Not awaited: GPU detection must not delay the ready line.

@@ -40,6 +40,7 @@ class StatusSources:
     environment: Any = None  # geolibre_sidecar.environment_info.EnvironmentInfo
     sam3: Any = None  # geolibre_sidecar.sam3_modes.Sam3Policy
     proxy: Any = None  # geolibre_sidecar.proxy.SegmentProxy
+    jobs: Any = None  # geolibre_sidecar.jobs.manager.JobManager
 
 
 def _installed(sources: StatusSources) -> bool:
@@ -146,6 +147,7 @@ def build_status(sources: StatusSources) -> dict[str, Any]:
         "hints": hints,
         "loaded_models": _samgeo_models(backend).get("loaded") if available else None,
         "modes": sources.sam3.current().modes() if sources.sam3 is not None else None,
+        "jobs": sources.jobs.status() if sources.jobs is not None else None,
         "sidecar": {
             "version": __version__,
             "pid": os.getpid(),

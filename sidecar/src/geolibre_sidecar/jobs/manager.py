@@ -157,13 +157,12 @@ class JobManager:
         outstanding = len(queue)
         wake = asyncio.Event()
         members = list(self.pool.members)
-        aside: set[str] = set()
         for member in members:
-            member.failures_in_row = 0
+            member.failures_in_row, member.set_aside = 0, False
         job.run_started, job.done_this_run = time.monotonic(), 0
 
         def live() -> set[str]:
-            return {m.name for m in members} - aside
+            return {m.name for m in members if not m.set_aside}
 
         def pick(member: Member) -> int | None:
             for index in queue:
@@ -180,7 +179,7 @@ class JobManager:
 
         async def worker(member: Member) -> None:
             nonlocal outstanding
-            while outstanding > 0 and member.name not in aside:
+            while outstanding > 0 and not member.set_aside:
                 index = pick(member)
                 if index is None:
                     wake.clear()
@@ -216,7 +215,7 @@ class JobManager:
                             }
                         )
                     if member.failures_in_row >= SET_ASIDE_AFTER:
-                        aside.add(member.name)
+                        member.set_aside = True
                         job.add_event(
                             {"event": "backend_set_aside", "backend": member.name, "detail": detail}
                         )
@@ -323,6 +322,11 @@ class JobManager:
             await self.cancel(job)
         self.jobs.pop(job.id, None)
         await asyncio.to_thread(self.store.delete, job)
+
+    def status(self) -> dict[str, Any]:
+        """For ``/ml/status``: how many jobs run, and how each backend of the pool fares."""
+        active = sum(1 for job in self.jobs.values() if job.running)
+        return {"active": active, "backends": self.pool.snapshot()}
 
     def events(self, job: Job, after: int) -> AsyncIterator[dict[str, Any]]:
         return follow(job, after)

@@ -45,6 +45,9 @@ class Member:
     tiles_done: int = 0
     failures_in_row: int = 0
     last_error: str | None = None
+    # Failed too often in the current job: it gets no more of its tiles (the next job
+    # tries it again, as the backend may have recovered).
+    set_aside: bool = False
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -53,6 +56,7 @@ class Member:
             "tiles_done": self.tiles_done,
             "failures_in_row": self.failures_in_row,
             "last_error": self.last_error,
+            "set_aside": self.set_aside,
         }
 
 
