@@ -12,6 +12,7 @@ import socket
 import ssl
 import stat
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from geolibre_env.hub_errors import (
     WeightsCancelledError,
     WeightsIntegrityError,
 )
+from geolibre_env.paths import Paths
 from geolibre_env.progress import CancelToken, ProgressEvent
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
@@ -39,6 +41,7 @@ from geolibre_env.weights import (
     token_configured,
     weights_status,
 )
+from geolibre_env.weights_models import fetch_model, model_weights
 
 from tests.harness.waiting import wait_until
 
@@ -254,6 +257,38 @@ def test_a_server_that_ignores_range_restarts_the_file_cleanly(tmp_path, hub, sp
     assert len(gets) == 2 and gets[1].range is not None and gets[1].status == 200
     assert (_repo_dir(settings) / "blobs" / pt.sha256).read_bytes() == pt.content
     assert status.present
+
+
+def test_a_second_model_is_fetched_on_demand_and_found_offline(tmp_path, hub, spec):
+    sam31 = {"config.json": b'{"model_type": "sam3.1"}', "sam3.1_multiplex.pt": os.urandom(90_000)}
+    repo = hub.add_repo("facebook/sam3.1", sam31, lfs=("sam3.1_multiplex.pt",), gated=True)
+    repo.granted_tokens.add(TOKEN)
+    settings = _settings(tmp_path, hub.url)
+    assert model_weights(settings, spec, "facebook/sam3.1").missing == tuple(sam31)
+    events: list[ProgressEvent] = []
+    got = fetch_model(settings, spec, "facebook/sam3.1", token=TOKEN, progress=events.append)
+    assert got.present and events[-1].done == events[-1].total == sum(map(len, sam31.values()))
+    found = subprocess.run(
+        [sys.executable, "-c", "import huggingface_hub as h; print(h.hf_hub_download("
+         "'facebook/sam3.1', 'sam3.1_multiplex.pt'))"],
+        env={**os.environ, "HF_HOME": str(settings.paths.hf_home), "HF_HUB_OFFLINE": "1"},
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    assert Path(found.stdout.strip()).read_bytes() == sam31["sam3.1_multiplex.pt"]
+    with pytest.raises(ConfigError, match="Unknown model 'facebook/sam9'"):
+        fetch_model(settings, spec, "facebook/sam9")
+
+
+def test_a_missing_file_or_revision_names_what_the_hub_lacks(tmp_path, hub, spec):
+    del _sam3(hub).files["sam3.pt"]
+    settings = _settings(tmp_path, hub.url)
+    with pytest.raises(WeightsError) as caught:
+        fetch_weights(settings, spec, backend="meta", token=TOKEN)
+    assert caught.value.message == f"The Hub at {hub.url.split('://')[1]} has no sam3.pt in {REPO}."
+    assert "HF_ENDPOINT" in caught.value.hint
+    with pytest.raises(WeightsError) as caught:
+        fetch_model(settings, spec, "facebook/sam3.1", token=TOKEN)  # not on this mirror
+    assert caught.value.message.endswith("has no repository facebook/sam3.1.")
 
 
 def test_a_checksum_mismatch_is_refused_and_nothing_is_linked(tmp_path, hub, spec):
@@ -547,3 +582,24 @@ def test_a_missing_ca_bundle_names_the_setting(tmp_path):
     settings = _settings(tmp_path, "http://unused", GEOLIBRE_ML_CA_BUNDLE=str(tmp_path / "no.pem"))
     with pytest.raises(ConfigError, match="GEOLIBRE_ML_CA_BUNDLE="):
         make_client(settings)
+
+
+@pytest.mark.slow
+def test_install_model_fetches_another_checkpoint_into_the_environment_hub_home(
+    installer, hub, spec
+):
+    sam31 = {"config.json": b"{}", "sam3.1_multiplex.pt": os.urandom(50_000)}
+    hub.add_repo("facebook/sam3.1", sam31, lfs=("sam3.1_multiplex.pt",), gated=True)
+    hub.repos[("model", "facebook/sam3.1")].granted_tokens.add(TOKEN)
+    unknown = installer.run("install", "--model", "facebook/sam9")
+    assert unknown.returncode == 1 and "Unknown model 'facebook/sam9'" in unknown.stderr
+    assert not list(Paths.resolve(installer.home).envs_dir.glob("*")), "refused before a build"
+    proc = installer.run(
+        "install", "--model", "facebook/sam3.1", "--token-stdin", stdin=TOKEN + "\n",
+        env={"HF_ENDPOINT": hub.url},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "facebook/sam3.1 weights: ready." in proc.stdout
+    assert TOKEN not in proc.stdout + proc.stderr
+    settings = EnvSettings.from_environ({"GEOLIBRE_ML_HOME": str(installer.home)})
+    assert model_weights(settings, spec, "facebook/sam3.1").present

@@ -1,7 +1,8 @@
 """Which segment requests the sidecar refuses for missing weights, from an installed
 environment's record on disk: only what could only fail on them (SAM 3 from the
-repository we install, with the implementation that would run), never SAM 1 or 2,
-never another checkpoint, never a server we did not install."""
+repository we install, with the implementation that would run; facebook/sam3.1 while
+its own files are missing, naming the command that fetches them), never SAM 1 or 2,
+never a server we did not install."""
 
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def test_text_without_backend_is_refused_before_the_body_on_a_cpu_machine(tmp_pa
         ("text", {"prompt": "x"}, False),  # the plan's meta: present
         ("text", {"prompt": "x", "backend": "meta"}, False),
         ("text", {"prompt": "x", "backend": "transformers", "model_id": "facebook/sam3.1"},
-         False),  # a checkpoint we do not install: samgeo-api's business
+         True),  # another checkpoint, not fetched: HF_HUB_OFFLINE=1 would fail on it
         ("automatic", {}, False),  # SAM 3 here is always meta: present
         ("automatic", {"model_version": "sam2"}, False),  # SAM 2 has its own weights
         ("predict", {"model_version": "sam", "boxes": "[[0,0,1,1]]"}, False),
@@ -87,6 +88,26 @@ def test_another_sam3_checkpoint_in_the_cache_defers_the_early_refusal(tmp_path)
     assert gate.refusal("text", None) is not None
     (gate.settings.env.paths.hf_home / "hub" / "models--facebook--sam3.1").mkdir(parents=True)
     assert gate.refusal("text", None) is None
+
+
+def test_sam3_1_without_its_files_answers_with_the_command_that_fetches_them(tmp_path):
+    gate = installed(tmp_path, backend="meta", cuda=True)
+    place_weights(gate, "meta", ("config.json", "sam3.pt"))
+    fields = {"prompt": "x", "model_id": "facebook/sam3.1"}
+    refusal = gate.refusal("text", fields)
+    assert refusal is not None and refusal.cause == "weights_missing"
+    assert refusal.detail == (
+        "The weights of facebook/sam3.1 are not on this computer, so a segmentation with it "
+        "cannot run."
+    )
+    assert "`geolibre-ml install --model facebook/sam3.1`" in refusal.hint
+    repo = gate.settings.env.paths.hf_home / "hub" / "models--facebook--sam3.1"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("c0ffee")
+    (repo / "snapshots" / "c0ffee").mkdir(parents=True)
+    for name in ("config.json", "sam3.1_multiplex.pt"):
+        (repo / "snapshots" / "c0ffee" / name).write_bytes(b"x")
+    assert gate.refusal("text", fields) is None
 
 
 def test_a_backend_we_did_not_install_is_never_refused(tmp_path):

@@ -148,7 +148,13 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         plan = provisioner.plan(backend=args.backend, build=args.build)
         print(json.dumps(plan.to_dict(), indent=2) if args.json else _screen(plan.format_text()))
         return EXIT_OK if plan.ok else EXIT_ERROR
+    model = getattr(args, "model", None)
+    if model and model != provisioner.spec.weights.repo:
+        from geolibre_env.weights_models import check_model
+
+        check_model(provisioner.spec, model)  # before anything is built
     request = InstallRequest(
+        model=model,
         backend=args.backend,
         build=getattr(args, "build", None),
         token=_read_token(args, settings),
@@ -172,7 +178,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         if not request.weights:
             print("SAM 3 weights: not checked (--no-weights).")
         elif result.complete:
-            print("SAM 3 weights: ready.")
+            print(f"{model or 'SAM 3'} weights: ready.")
         else:
             print(f"SAM 3 weights: {result.weights_error}")
         times = ", ".join(f"{k} {v:.1f} s" for k, v in result.timings_s.items())
@@ -315,6 +321,7 @@ def _add_install_options(parser: argparse.ArgumentParser) -> None:
     token.add_argument("--ask-token", action="store_true", help="prompt for it (hidden input)")
     parser.add_argument("--checkpoint", help="use this local sam3.pt instead of downloading")
     parser.add_argument("--no-weights", action="store_true", help="skip the weights step")
+    parser.add_argument("--model", help="fetch this model's weights instead (e.g. facebook/sam3.1)")
     parser.add_argument("--wait", action="store_true", help="wait for another install to end")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--events", action="store_true", help="progress as JSON lines on stdout")

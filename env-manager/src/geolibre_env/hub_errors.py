@@ -106,9 +106,9 @@ def _http_error(
         return _gated(status, repo, page, has_token=has_token, server=server)
     if status in (401, 404):
         missing = {
-            "RepoNotFound": f"the repository {repo}",
-            "RevisionNotFound": f"the requested revision of {repo}",
-        }.get(code, f"{what or 'the file'} in {repo}")
+            "RepoNotFound": f"repository {repo}",
+            "RevisionNotFound": f"such revision of {repo} (the [weights] revision)",
+        }.get(code, f"{what or 'such file'} in {repo}")
         hint = "Check HF_ENDPOINT and the [weights] section of the model-env spec."
         if code == "RepoNotFound" and status == 401:
             hint = f"Check the token can read {repo} ({TOKENS_PAGE}); {hint[0].lower()}{hint[1:]}"

@@ -162,6 +162,7 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     storage = cache / repo_folder_name(repo_id=repo, repo_type=repo_type)
     jobs = []
     for name in files:
+        Progress.current = name  # an error names the file it was about
         # Pinned to the first answer's commit: one consistent snapshot even if main moves.
         meta = metadata(repo, repo_type, commit or revision, name)
         commit = commit or meta.commit_hash

@@ -59,6 +59,7 @@ from geolibre_env.uv_progress import UvProgress
 from geolibre_env.uv_runner import UvTool, find_uv, kill_tree, stream_uv, uv_environment
 from geolibre_env.verify import VerifyReport, run_probe
 from geolibre_env.weights import fetch_weights, store_token
+from geolibre_env.weights_models import fetch_model
 
 BUILD_STEPS = ("venv", "torch", "packages", "verify")
 UV_STEP_TIMEOUT_S = 4 * 3600.0  # 7 GB over a slow line; cancel is the user's stop button
@@ -80,6 +81,7 @@ class InstallRequest:
     weights: bool = True
     force: bool = False
     bundle: Path | None = None  # install from this offline bundle, with no network
+    model: str | None = None  # another checkpoint to fetch (weights_models.OTHER_MODELS)
 
 
 @dataclass
@@ -332,6 +334,14 @@ class Provisioner:
         with steps.timed("weights"):
             steps.emit("weights", "checking the SAM 3 weights")
             try:
+                if request.model and request.model != self.spec.weights.repo:
+                    other = fetch_model(
+                        self.settings, self.spec, request.model, token=request.token,
+                        site_packages=env.site_packages, progress=self._steps.sink,
+                        cancel=self.cancel, python=env.python,
+                    )  # fmt: skip
+                    result.weights = asdict(other)
+                    return
                 status = fetch_weights(
                     self.settings,
                     self.spec,

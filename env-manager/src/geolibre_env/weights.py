@@ -95,10 +95,10 @@ def load_token(paths: Paths) -> str | None:
 
 def token_configured(paths: Paths, settings: EnvSettings) -> bool:
     """Whether a token is available (environment or stored); never the token itself."""
-    return bool(_resolve_token(settings, None, paths))
+    return bool(resolve_token(settings, None, paths))
 
 
-def _resolve_token(settings: EnvSettings, token: str | None, paths: Paths) -> str | None:
+def resolve_token(settings: EnvSettings, token: str | None, paths: Paths) -> str | None:
     for candidate in (token, settings.hub_token):
         if candidate and candidate.strip():
             register_secret(candidate.strip())
@@ -263,7 +263,7 @@ def fetch_weights(
     """
     _check_backend(backend)
     weights, paths = spec.weights, settings.paths
-    token = _resolve_token(settings, token, paths)
+    token = resolve_token(settings, token, paths)
     checkpoint = _absolute(checkpoint or settings.checkpoint_path)
     if checkpoint is not None:
         _check_checkpoint(checkpoint, backend, weights.repo)
@@ -274,7 +274,7 @@ def fetch_weights(
         )
 
     before = status()
-    meter = _Meter(progress)
+    meter = ByteMeter(progress)
     if before.present and not refresh:
         meter.total = meter.base = before.total_bytes
         meter.finish("SAM 3 weights already present")
@@ -315,7 +315,7 @@ def run_hub_runner(
     items: list[dict[str, Any]],
     *,
     token: str | None,
-    meter: _Meter,
+    meter: ByteMeter,
     cancel: CancelToken | None,
     python: Path | str | None,
     repo: str,
@@ -392,8 +392,8 @@ def runner_environment(settings: EnvSettings, token: str | None) -> dict[str, st
     return env
 
 
-class _Meter:
-    """The runner's lines as byte progress over the whole fetch, at most one event per
+class ByteMeter:
+    """The hub runner's lines as byte progress over the whole fetch, at most one event per
     PROGRESS_INTERVAL_S; a file's resumed bytes count once (positions are absolute)."""
 
     def __init__(self, sink: ProgressSink) -> None:

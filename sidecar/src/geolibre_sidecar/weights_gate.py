@@ -22,6 +22,7 @@ from geolibre_env.exit_causes import ExitCause
 from geolibre_env.model_env import ActiveEnvironment, active_environment
 from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.weights import BACKENDS, Backend, planned_backend
+from geolibre_env.weights_models import OTHER_MODELS, install_command, model_weights
 
 from geolibre_sidecar.errors import BackendUnavailable
 from geolibre_sidecar.settings import SidecarSettings
@@ -29,7 +30,6 @@ from geolibre_sidecar.settings import SidecarSettings
 TTL_S = 1.0
 # samgeo-api 1.4.2 builds SAM 3's meta implementation for these, whatever is asked.
 META_ONLY_MODES = ("automatic", "predict")
-OTHER_SAM3_REPOS = ("facebook/sam3.1",)  # meta-only checkpoints we do not install
 
 
 class WeightsGate:
@@ -79,7 +79,8 @@ class WeightsGate:
         ``fields`` None: before the body is read (text mode only, where every
         implementation that could run is checked); then again with the fields, for
         the implementation and model the request really uses. A model we do not
-        install (SAM 1 or 2, facebook/sam3.1) is never refused here.
+        install by default (SAM 1 or 2) is never refused here; another SAM 3 checkpoint
+        (facebook/sam3.1) is, while its weights are not on disk.
         """
         if not self.applies:
             return None
@@ -87,6 +88,8 @@ class WeightsGate:
             return self._refusal_before_body(mode)
         version = (fields.get("model_version") or "sam3").strip()
         model_id = (fields.get("model_id") or "").strip()
+        if version == "sam3" and model_id in OTHER_MODELS:
+            return self._missing_model(model_id)
         if version != "sam3" or model_id not in ("", self._repo()):
             return None
         asked = (fields.get("backend") or "").strip()
@@ -112,6 +115,22 @@ class WeightsGate:
             return _refuse(self.verdict())
         return None
 
+    def _missing_model(self, model_id: str) -> BackendUnavailable | None:
+        """The 503 for another SAM 3 checkpoint that is not on disk: with
+        ``HF_HUB_OFFLINE=1`` samgeo-api could only fail on it, so say how to fetch it."""
+        spec = self._load()
+        if self._active() is None or spec is None:
+            return None
+        if model_weights(self.settings.env, spec, model_id).present:
+            return None
+        return BackendUnavailable(
+            f"The weights of {model_id} are not on this computer, so a segmentation with it "
+            "cannot run.",
+            hint=f"Fetch them with `{install_command(model_id)}` (its licence must be "
+            "accepted on the Hugging Face Hub, as for facebook/sam3), then retry.",
+            cause=ExitCause.WEIGHTS_MISSING.value,
+        )
+
     def _load(self) -> ModelEnvSpec | None:
         """The spec, read once (None while unreadable: the verdict then says why)."""
         if self._spec is None:
@@ -125,9 +144,7 @@ class WeightsGate:
 
     def _other_checkpoint_cached(self) -> bool:
         hub = self.settings.env.paths.hf_home / "hub"
-        return any(
-            (hub / f"models--{repo.replace('/', '--')}").is_dir() for repo in OTHER_SAM3_REPOS
-        )
+        return any((hub / f"models--{repo.replace('/', '--')}").is_dir() for repo in OTHER_MODELS)
 
 
 def _refuse(verdict: WeightsVerdict | None) -> BackendUnavailable | None:
