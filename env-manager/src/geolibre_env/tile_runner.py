@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 Window = tuple[int, int, int, int]  # column, row, width, height in pixels
+GDAL_CACHE_MB = 64
 
 
 def starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -219,7 +220,12 @@ def merge(folder: Path) -> int:
 
 def main(argv: list[str]) -> int:
     if len(argv) == 5 and argv[0] == "cut":
-        return cut(Path(argv[1]), Path(argv[2]), int(argv[3]), int(argv[4]))
+        import rasterio
+
+        # GDAL's block cache defaults to 5 % of RAM and fills as windows are read: a
+        # small fixed cache keeps memory flat whatever the raster's size.
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            return cut(Path(argv[1]), Path(argv[2]), int(argv[3]), int(argv[4]))
     if len(argv) == 2 and argv[0] == "merge":
         return merge(Path(argv[1]))
     print(__doc__, file=sys.stderr)
