@@ -134,9 +134,13 @@ def test_cancel_stops_sending_tiles_at_once(
     standin.set_switches(infer_s=0.5)
     with sidecar.client() as client:
         job = submit(client, raster[0], tile_size=TILE, overlap=OVERLAP).json()
-        wait_state(
+        running = wait_state(
             sidecar, job["id"], lambda s: s["tiles_done"] >= 1, timeout_s=60, what="a first tile"
         )
+        # About 0.5 s a tile for the tiles left: an estimate in that range, not a guess.
+        left = TILES - running["tiles_done"]
+        assert running["state"] == "running" and running["elapsed_s"] >= 0.5
+        assert 0.25 * left <= running["estimated_left_s"] <= 2.0 * left + 1.0
         cancelled = client.delete(f"/ml/jobs/{job['id']}")
     assert cancelled.status_code == 200, cancelled.text
     assert cancelled.json()["state"] == "cancelled"
