@@ -23,6 +23,7 @@ from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.state_report import format_status
 from geolibre_env.weights import fetch_weights, planned_backend, store_token
+from geolibre_env.weights_models import fetch_model
 
 from .fake_hub import FakeHub, sam3_hub
 
@@ -94,6 +95,23 @@ def test_missing_weights_say_which_implementation_and_the_exact_next_step(tmp_pa
     again = weights_verdict(settings, environment(tmp_path), spec=spec)
     assert "already configured" in again.hint and "--ask-token" not in again.hint
     assert TOKEN not in json.dumps(again.to_dict())
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_status_reports_each_model_the_app_can_pick(tmp_path, hub, spec, cuda):
+    settings = make_settings(tmp_path, hub)
+    hub.add_repo("facebook/sam3.1", {"config.json": b"{}", "sam3.1_multiplex.pt": b"w" * 900})
+    active = environment(tmp_path, backend="meta" if cuda else "transformers", cuda=cuda)
+    models = weights_verdict(settings, active, spec=spec).to_dict()["models"]
+    assert models == {
+        "facebook/sam3": {"present": False, "runs_here": True, "fetch": "geolibre-ml install"},
+        "facebook/sam3.1": {"present": False, "runs_here": cuda,
+                            "fetch": "geolibre-ml install --model facebook/sam3.1"},
+    }  # fmt: skip
+    fetch_model(settings, spec, "facebook/sam3.1", site_packages=active.site_packages)
+    models = weights_verdict(settings, active, spec=spec).to_dict()["models"]
+    assert models["facebook/sam3.1"]["present"] is True
+    assert models["facebook/sam3"]["present"] is False
 
 
 def test_fetched_weights_make_it_available_and_removing_one_file_says_so(tmp_path, hub, spec):

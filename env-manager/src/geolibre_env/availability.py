@@ -19,6 +19,12 @@ from geolibre_env.model_env import ActiveEnvironment
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.weights import Backend, WeightsStatus, active_weights_status, planned_backend
+from geolibre_env.weights_models import (
+    OTHER_MODELS,
+    ModelWeights,
+    install_command,
+    model_weights,
+)
 
 INSTALL_IN_APP = "press Install in the app's ML settings"
 # How the supervisor names a launch from the managed environment (LaunchSpec.source).
@@ -41,6 +47,10 @@ class WeightsVerdict:
     backend: Backend
     status: WeightsStatus | None  # None: they could not be looked at (see ``error``)
     error: str | None = None
+    # The other SAM 3 checkpoints samgeo-api offers, and whether meta (their only
+    # implementation) runs here.
+    others: tuple[ModelWeights, ...] = ()
+    meta_runs: bool | None = None
 
     @property
     def present(self) -> bool:
@@ -100,7 +110,19 @@ class WeightsVerdict:
             "token_configured": status.token_configured if status else None,
             "reason": self.reason,
             "hint": self.hint,
+            "models": self.models(),
         }
+
+    def models(self) -> dict[str, dict[str, Any]]:
+        """Per SAM 3 checkpoint the app can pick: on disk, runs here, the command that
+        fetches it."""
+        repo = self.status.repo if self.status else "facebook/sam3"
+        models = {repo: {"present": self.present, "runs_here": True,
+                         "fetch": "geolibre-ml install"}}  # fmt: skip
+        for other in self.others:
+            models[other.model_id] = {"present": other.present, "runs_here": self.meta_runs,
+                                      "fetch": install_command(other.model_id)}  # fmt: skip
+        return models
 
 
 def weights_verdict(
@@ -115,9 +137,11 @@ def weights_verdict(
     try:
         spec = spec or load_spec(settings.spec_path)
         status = active_weights_status(settings, spec, active, backend=chosen)
+        others = tuple(model_weights(settings, spec, model) for model in OTHER_MODELS)
     except GeoLibreError as exc:
         return WeightsVerdict(chosen, None, exc.message)
-    return WeightsVerdict(chosen, status)
+    meta_runs = bool(active.record.get("cuda_working")) if active is not None else None
+    return WeightsVerdict(chosen, status, others=others, meta_runs=meta_runs)
 
 
 @dataclass(frozen=True)
