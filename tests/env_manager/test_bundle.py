@@ -11,18 +11,21 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from geolibre_env.bundle import MANIFEST, file_digest
-from geolibre_env.bundle_export import describe_target
+from geolibre_env.bundle_export import describe_target, hub_launcher
 from geolibre_env.launch import managed_backend_environment
 from geolibre_env.machine import normalize_arch, os_name
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
 from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import load_spec
+from geolibre_env.uv_runner import UvTool
 from geolibre_env.verify import run_probe
 
 from tests.conftest import CLOSED_HUB
@@ -66,6 +69,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory, wheelhouse: Path) -> Iter
             "UV_INDEX_URL": index.url, "GEOLIBRE_ML_TORCH_INDEX_URL": index.url,
             "GEOLIBRE_ML_CA_BUNDLE": str(ca.ca_cert), "HF_ENDPOINT": hub.url,
             "UV_CACHE_DIR": str(root / "uv-cache"),
+            # The stand-in index has no huggingface_hub for `uv run --with`: ours fetches.
+            "GEOLIBRE_ML_HUB_PYTHON": sys.executable,
         }))  # fmt: skip
         exporter = Installer(home, env)
         output = root / "out dir" / "geolibre bundle.tar"
@@ -207,3 +212,14 @@ def test_a_dry_run_says_what_a_bundle_is_for_and_installs_nothing(offline, expor
     target = exported["result"]["target"]
     assert f"for {describe_target(target)}; 7 files" in proc.stdout
     assert not Paths.resolve(offline.home).envs_dir.exists()
+
+
+def test_without_a_model_environment_uv_runs_the_spec_s_huggingface_hub(tmp_path):
+    spec = load_spec()
+    uv = UvTool(path="uv", version=(0, 13, 9))
+    launcher = hub_launcher(uv, spec)
+    pins = set(spec.constraints_path.read_text().split()) if spec.constraints_path else set()
+    assert launcher[:4] == ["uv", "run", "--no-project", "--quiet"] and launcher[-1] == "python"
+    wanted = {arg for arg in launcher if "==" in arg}
+    assert {name.split("==")[0] for name in wanted} == {"hf-xet", "huggingface_hub"}
+    assert wanted <= pins, "the model environment's exact versions"

@@ -54,6 +54,7 @@ COMPILE_TIMEOUT_S = 600.0
 DOWNLOAD_BLOCK_BYTES = 1 << 20
 PROGRESS_EVERY_S = 0.2
 TARGET_PYTHON = "(the target computer's Python)"
+HUB_PACKAGES = ("huggingface-hub", "hf-xet")
 # uv's names for the platforms PyTorch publishes wheels for (torch 2.14's Linux
 # wheels are manylinux_2_28).
 UV_PLATFORMS = {
@@ -88,6 +89,19 @@ class ExportResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.__dict__}
+
+
+def hub_launcher(uv: UvTool, spec: ModelEnvSpec) -> list[str]:
+    """``uv run`` with the model environment's pinned huggingface_hub and hf-xet, for
+    fetching the weights on a computer that has no model environment."""
+    pins: list[str] = []
+    if spec.constraints_path is not None and spec.constraints_path.is_file():
+        for line in spec.constraints_path.read_text(encoding="utf-8").splitlines():
+            name = line.split("==")[0].strip().lower().replace("_", "-")
+            if name in HUB_PACKAGES and "==" in line:
+                pins += ["--with", line.split("#")[0].strip()]
+    pins = pins or [arg for name in HUB_PACKAGES for arg in ("--with", name)]
+    return uv.command("run", "--no-project", "--quiet", *pins, "python")
 
 
 @dataclass(frozen=True)
@@ -345,6 +359,7 @@ class BundleExporter:
             raise InstallError(f"{wheel.filename} does not match its checksum.")
 
     # -- the weights --------------------------------------------------------------
+    # No model environment here: uv runs the runner with the spec's huggingface_hub.
     def _weights(self, plan: InstallPlan, work: Path, token: str | None) -> tuple[Any, Path | None]:
         started = time.monotonic()
         # From the Hub even where this computer uses a local checkpoint: the bundle
@@ -353,7 +368,8 @@ class BundleExporter:
         site = work / "site-packages"
         fetch_weights(
             settings, self.spec, backend=plan.sam3_backend, token=token, site_packages=site,
-            progress=self.sink, cancel=self.cancel,
+            progress=self.sink, cancel=self.cancel, python=hub_launcher(self.uv, self.spec),
+            python_env=uv_environment(self.settings, uv=self.uv),
         )  # fmt: skip
         weights = cached_weights(settings, self.spec, plan.sam3_backend)
         vocab = vocab_path(self.spec, site)

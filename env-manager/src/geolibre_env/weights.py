@@ -15,6 +15,7 @@ import os
 import secrets
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -254,10 +255,12 @@ def fetch_weights(
     cancel: CancelToken | None = None,
     checkpoint: Path | None = None,
     refresh: bool = False,
-    python: Path | str | None = None,
+    python: Path | str | Sequence[str] | None = None,
+    python_env: Mapping[str, str] | None = None,
 ) -> WeightsStatus:
     """Download what ``backend`` needs ahead of time with huggingface_hub, run by
-    ``python`` (the model environment's; by default this one), resumably.
+    ``python`` (the model environment's; by default this one; a command line such as
+    ``uv run --with ...`` with its variables in ``python_env``), resumably.
 
     With everything present (and no ``refresh``) nothing touches the network.
     """
@@ -291,7 +294,8 @@ def fetch_weights(
                       "copy_to": str(vocab)})  # fmt: skip
     try:
         results = run_hub_runner(settings, items, token=token, meter=meter, cancel=cancel,
-                                 python=python, repo=weights.repo)  # fmt: skip
+                                 python=python, repo=weights.repo,
+                                 python_env=python_env)  # fmt: skip
     except HubOfflineError as exc:
         if checkpoint is None or vocab is None:
             raise
@@ -317,8 +321,9 @@ def run_hub_runner(
     token: str | None,
     meter: ByteMeter,
     cancel: CancelToken | None,
-    python: Path | str | None,
+    python: Path | str | Sequence[str] | None,
     repo: str,
+    python_env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Run :mod:`geolibre_env.hub_runner` for ``items``; its lines become progress."""
     if not items:
@@ -336,11 +341,13 @@ def run_hub_runner(
             outcome.update(meter.read(data))
 
     chosen = settings.hub_python or python or sys.executable
-    argv = [str(chosen), str(Path(__file__).with_name("hub_runner.py"))]
+    launcher = [str(chosen)] if isinstance(chosen, str | Path) else list(chosen)
+    argv = [*launcher, str(Path(__file__).with_name("hub_runner.py"))]
     names = ", ".join(f"{item['repo']} ({', '.join(item['files'] or ['all'])})" for item in items)
     log.info("Fetching %s from %s with %s", names, settings.hub_endpoint, argv[0])
     try:
-        code, tail, _ = stream_lines(argv, env=runner_environment(settings, token),
+        env = {**(python_env or {}), **runner_environment(settings, token)}
+        code, tail, _ = stream_lines(argv, env=env,
                                      on_line=on_line, cancel=cancel,
                                      stdin_text=json.dumps(request))  # fmt: skip
     except InstallCancelledError:
@@ -353,7 +360,7 @@ def run_hub_runner(
                            proxies=settings.proxies, has_token=bool(token))  # fmt: skip
     if code != 0 and any("No module named 'huggingface_hub'" in line for line in tail):
         raise WeightsError(
-            f"{chosen} cannot fetch the SAM 3 weights: it has no huggingface_hub.",
+            f"{launcher[0]} cannot fetch the SAM 3 weights: it has no huggingface_hub.",
             hint="Repair the model environment (`geolibre-ml repair`), or set "
             "GEOLIBRE_ML_HUB_PYTHON to a Python that has huggingface_hub.",
         )
