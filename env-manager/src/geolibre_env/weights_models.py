@@ -14,10 +14,11 @@ from pathlib import Path
 
 from geolibre_env.errors import ConfigError
 from geolibre_env.hub_cache import RepoCache
+from geolibre_env.hub_fetch import ByteMeter, run_hub_runner
 from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec
-from geolibre_env.weights import ByteMeter, resolve_token, run_hub_runner, vocab_path
+from geolibre_env.weights import resolve_token, vocab_path
 
 # Not in the spec file: adding them there would change every environment's plan hash.
 OTHER_MODELS: dict[str, tuple[str, ...]] = {
