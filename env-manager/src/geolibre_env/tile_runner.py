@@ -219,6 +219,18 @@ def merge(folder: Path) -> int:
 
 
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except ImportError as exc:
+        _say(
+            event="error",
+            detail=f"The model environment lacks {exc.name or 'a raster library'}, which cuts "
+            "and merges tiles; reinstall it (geolibre-ml install --force).",
+        )
+        return 2
+
+
+def _main(argv: list[str]) -> int:
     if len(argv) == 5 and argv[0] == "cut":
         import rasterio
 

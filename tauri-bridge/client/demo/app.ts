@@ -10,6 +10,8 @@ import type {
   ConnectionSource,
   FeatureCollection,
   InstallEvent,
+  JobEvent,
+  JobSnapshot,
   MlStatus,
   Position,
   SidecarEndpoint,
@@ -273,6 +275,56 @@ async function useSample(): Promise<void> {
   element("segment-status").textContent = "Sample image selected.";
 }
 
+// --- tiled job ------------------------------------------------------------------
+
+let jobId: string | null = null;
+
+function showJob(snapshot: JobSnapshot, event?: JobEvent): void {
+  const total = snapshot.tiles_total ?? 0;
+  element<HTMLProgressElement>("job-progress").value = total ? snapshot.tiles_done / total : 0;
+  const left = snapshot.estimated_left_s === null ? "" : `, about ${Math.ceil(snapshot.estimated_left_s)} s left`;
+  const failed = snapshot.failures.length ? `, ${snapshot.failures.length} failed` : "";
+  const status = element("job-status");
+  status.dataset["state"] = snapshot.state;
+  status.textContent = snapshot.error
+    ? `${snapshot.state}: ${snapshot.error.detail}`
+    : `${snapshot.state}: ${snapshot.tiles_done}/${total || "?"} tiles${failed}${left}` +
+      (event?.event === "tile_retry" ? ` (retrying tile ${event.tile}: ${event.detail})` : "");
+}
+
+async function runJob(): Promise<void> {
+  const file = await chosenFile();
+  const status = element("job-status");
+  if (!file) {
+    status.textContent = "Choose an image first.";
+    return;
+  }
+  const mode = element<HTMLSelectElement>("mode").value === "automatic" ? "automatic" : "text";
+  element<HTMLButtonElement>("cancel-job").disabled = false;
+  try {
+    const params =
+      mode === "automatic"
+        ? ({ mode, file } as const)
+        : ({ mode, file, prompt: element<HTMLInputElement>("prompt").value } as const);
+    const created = await client.createJob(params);
+    jobId = created.id;
+    showJob(created);
+    const end = await client.followJob(created.id, (event) => {
+      if (event.event !== "end") void client.job(created.id).then((snapshot) => showJob(snapshot, event));
+    });
+    showJob(await client.job(created.id));
+    if (end.state === "succeeded") {
+      const result = await client.jobResult(created.id);
+      element("result-count").textContent = `${draw(result, await imageOf(file))} polygon(s) drawn`;
+    }
+  } catch (error) {
+    status.dataset["state"] = "error";
+    status.textContent = message(error);
+  } finally {
+    element<HTMLButtonElement>("cancel-job").disabled = true;
+  }
+}
+
 // --- diagnostics ----------------------------------------------------------------
 
 async function diagnostics(): Promise<void> {
@@ -306,6 +358,10 @@ element("cancel-install").addEventListener("click", () => void client.cancelInst
 element("use-sample").addEventListener("click", () => void useSample());
 element("cancel-segment").addEventListener("click", () => running?.abort());
 element("diagnostics-refresh").addEventListener("click", () => void diagnostics());
+element("run-job").addEventListener("click", () => void runJob());
+element("cancel-job").addEventListener("click", () => {
+  if (jobId) void client.deleteJob(jobId).catch(() => undefined);
+});
 element<HTMLFormElement>("segment-form").addEventListener("submit", (event) => {
   event.preventDefault();
   void segment();

@@ -297,10 +297,9 @@ class JobManager:
             raise
         stderr = (await errors).decode("utf-8", "replace")
         if last.get("event") == "error":
-            raise JobFailed(
-                str(last.get("detail")),
-                hint="Send a GeoTIFF (or another raster GDAL reads) with a CRS.",
-            )
+            detail = str(last.get("detail"))
+            hint = None if "environment" in detail else "Send a raster GDAL reads, with a CRS."
+            raise JobFailed(detail, hint=hint)
         if code != 0:
             tail = redact(" ".join(stderr.strip().splitlines()[-3:]))[:500]
             raise JobFailed(f"The tile runner exited with code {code}. {tail}".strip())

@@ -132,6 +132,12 @@ test(
     assert.match(await text("#segment-status"), new RegExp(`Found ${rings.length} object`));
     assert.equal(await page.locator("#result").getAttribute("viewBox"), "0 0 256 192");
 
+    // A tiled job of the same image: the stand-in's environment has no rasterio to cut
+    // tiles with, so the job ends failed and the page shows the sentence saying so.
+    await page.click("#run-job");
+    await page.waitForSelector('#job-status[data-state="failed"]', { timeout: FLOW_TIMEOUT_MS });
+    assert.match(await text("#job-status"), /^failed: The model environment lacks rasterio/);
+
     mkdirSync(ARTIFACTS, { recursive: true });
     const shot = join(ARTIFACTS, "demo-page.png");
     await page.screenshot({ path: shot, fullPage: true });
