@@ -1,0 +1,54 @@
+"""Tier 2: the model environment's own huggingface_hub (the spec's pinned 1.x, with
+hf-xet) fetches SAM 3's files through the fake Hub, as the install's weights step
+runs it; a connection dropped mid-file resumes, and the result is found offline."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import load_spec
+from geolibre_env.weights import fetch_weights
+
+from tests.env_manager.fake_hub import SAM3_REPO, sam3_hub
+
+pytestmark = pytest.mark.realstack
+TOKEN = "hf_RealStackHubToken0123456789abcdefXY"
+
+
+def test_the_model_environment_s_huggingface_hub_fetches_through_the_fake_hub(real_stack, tmp_path):
+    python = real_stack.active.python
+    pins = load_spec().constraints_path.read_text().split()
+    probe = "import huggingface_hub; print(huggingface_hub.__version__)"
+    version = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=True)
+    assert f"huggingface_hub=={version.stdout.strip()}" in pins, "the spec's pinned version"
+
+    files = {"config.json": b'{"model_type": "sam3"}', "model.safetensors": os.urandom(400_000),
+             "processor_config.json": b"{}", "sam3.pt": os.urandom(1000)}  # fmt: skip
+    hub = sam3_hub(TOKEN, files, lfs=("model.safetensors", "sam3.pt"), vocab=b"v" * 100)
+    weights = hub.repos[("model", SAM3_REPO)].files["model.safetensors"]
+    weights.fail_after_bytes, weights.fail_times = 200_000, 1
+    try:
+        settings = EnvSettings.from_environ(
+            {"GEOLIBRE_ML_HOME": str(tmp_path / "home"), "HF_ENDPOINT": hub.url}
+        )
+        status = fetch_weights(
+            settings, load_spec(), backend="transformers", token=TOKEN, python=python
+        )
+        cdn = hub.log(server="cdn", method="GET")
+    finally:
+        hub.close()
+    assert status.present and sorted(f.name for f in status.files) == [
+        "config.json", "model.safetensors", "processor_config.json",
+    ]  # fmt: skip
+    assert [r.range is None for r in cdn] == [True, False], "resumed with a Range request"
+    found = subprocess.run(
+        [python, "-c", "import huggingface_hub as h; print(h.hf_hub_download("
+         f"'{SAM3_REPO}', 'model.safetensors'))"],
+        env={"HF_HOME": str(settings.paths.hf_home), "HF_HUB_OFFLINE": "1", "PATH": os.defpath},
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    with open(found.stdout.strip(), "rb") as handle:
+        assert handle.read() == weights.content
