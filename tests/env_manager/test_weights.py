@@ -259,6 +259,21 @@ def test_a_server_that_ignores_range_restarts_the_file_cleanly(tmp_path, hub, sp
     assert status.present
 
 
+def test_a_mirror_in_hf_endpoint_serves_everything_and_the_hub_sees_nothing(tmp_path, hub, spec):
+    files = {name: f.content for name, f in _sam3(hub).files.items()}
+    vocab = hub.repos[("dataset", "giswqs/geospatial")].files[VOCAB].content
+    mirror = sam3_hub(TOKEN, files, lfs=("sam3.pt", "model.safetensors"), vocab=vocab)
+    try:
+        settings = _settings(tmp_path, mirror.url)
+        site = tmp_path / "site-packages"
+        status = fetch_weights(settings, spec, backend="meta", token=TOKEN, site_packages=site)
+        assert status.present and (site / "samgeo" / "assets" / VOCAB).read_bytes() == vocab
+        assert mirror.log(server="hub") and mirror.log(server="cdn")
+    finally:
+        mirror.close()
+    assert not hub.log(), "nothing went to the other Hub"
+
+
 def test_a_second_model_is_fetched_on_demand_and_found_offline(tmp_path, hub, spec):
     sam31 = {"config.json": b'{"model_type": "sam3.1"}', "sam3.1_multiplex.pt": os.urandom(90_000)}
     repo = hub.add_repo("facebook/sam3.1", sam31, lfs=("sam3.1_multiplex.pt",), gated=True)
