@@ -97,9 +97,19 @@ def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Fi
     env = _launch_env(stack)
     sidecar = start_sidecar(stack.home, marker=stack.marker)
     try:
-        for _ in range(rounds):
+        _supervised_start(sidecar)  # once, untimed: the command the supervisor runs
+        command = json.loads(stack.paths.backend_state.read_text(encoding="utf-8"))["command"]
+        _stop(sidecar)
+        for index in range(rounds):
+
+            def timed_direct() -> None:
+                direct.append(_direct_start(command, env, stack.home / "direct.log"))
+
+            # Alternate which goes first: whatever the previous one leaves behind (page
+            # cache, a process still exiting) must not always favour the same side.
+            if index % 2 == 0:
+                timed_direct()
             supervised.append(_supervised_start(sidecar))
-            record = json.loads(stack.paths.backend_state.read_text(encoding="utf-8"))
             with sidecar.client(timeout_s=REQUEST_TIMEOUT_S) as client:
                 first.append(_segment(client, tif))
                 this_round = [_segment(client, tif) for _ in range(3)]
@@ -107,7 +117,8 @@ def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Fi
             # Paired with the same round's warm requests: the machine's speed drifts.
             load.append(first[-1] - median(this_round))
             _stop(sidecar)
-            direct.append(_direct_start(record["command"], env, stack.home / "direct.log"))
+            if index % 2 == 1:
+                timed_direct()
     finally:
         sidecar.close()
     overhead = [s - d for s, d in zip(supervised, direct, strict=True)]
