@@ -248,6 +248,18 @@ def test_a_runner_killed_mid_file_leaves_no_blob_and_the_next_run_resumes(tmp_pa
     assert (root / "blobs" / pt.sha256).read_bytes() == pt.content
 
 
+def test_huggingface_hub_s_own_leftovers_from_a_killed_run_are_removed(tmp_path, hub, spec):
+    pt = _sam3(hub).files["sam3.pt"]
+    settings = _settings(tmp_path, hub.url)
+    blobs = _repo_dir(settings) / "blobs"
+    blobs.mkdir(parents=True)
+    leftover = blobs / f"{pt.sha256}.1a2b3c4d.incomplete"  # its per-process temporary name
+    leftover.write_bytes(pt.content[:1000])
+    assert fetch_weights(settings, spec, backend="meta", token=TOKEN).present
+    assert not leftover.exists() and not list(blobs.glob("*.incomplete"))
+    assert (blobs / pt.sha256).read_bytes() == pt.content
+
+
 def test_a_server_that_ignores_range_restarts_the_file_cleanly(tmp_path, hub, spec):
     pt = _sam3(hub).files["sam3.pt"]
     pt.fail_after_bytes, pt.fail_times, pt.ignore_range = 300_000, 1, True

@@ -29,7 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-from huggingface_hub.file_download import http_get, repo_folder_name
+from huggingface_hub.file_download import http_get, is_xet_available, repo_folder_name
 from huggingface_hub.utils import WeakFileLock, build_hf_headers
 from huggingface_hub.utils import tqdm as hf_tqdm
 
@@ -123,8 +123,7 @@ def fetch_blob(storage: Path, locks: Path, job: dict[str, Any]) -> None:
     with WeakFileLock(locks / f"{meta.etag}.lock"):
         if blob.exists():
             return
-        for leftover in blob.parent.glob(f"{meta.etag}.*.incomplete"):
-            leftover.unlink(missing_ok=True)  # huggingface_hub's, from a killed run
+        _unlink_leftovers(blob)
         if partial.exists() and partial.stat().st_size > meta.size:
             partial.unlink()
         for attempt in range(LINK_RENEWALS + 1):
@@ -148,6 +147,19 @@ def fetch_blob(storage: Path, locks: Path, job: dict[str, Any]) -> None:
             raise Failure("integrity", "checksum mismatch", file=name, repo=job["repo"],
                           expected=meta.etag, actual=actual)  # fmt: skip
         os.replace(partial, blob)
+
+
+def drop_leftovers(storage: Path, locks: Path, etag: str) -> None:
+    """Remove huggingface_hub's temporary files for ``etag`` left by a killed run (under
+    its lock: nobody is writing them now)."""
+    locks.mkdir(parents=True, exist_ok=True)
+    with WeakFileLock(locks / f"{etag}.lock"):
+        _unlink_leftovers(storage / "blobs" / etag)
+
+
+def _unlink_leftovers(blob: Path) -> None:
+    for leftover in blob.parent.glob(f"{blob.name}.*.incomplete"):
+        leftover.unlink(missing_ok=True)
 
 
 def run(request: dict[str, Any]) -> dict[str, Any]:
@@ -177,9 +189,12 @@ def run(request: dict[str, Any]) -> dict[str, Any]:
     for job in jobs:
         meta, name = job["meta"], job["name"]
         Progress.current = name
-        if job in missing and meta.xet_file_data is None:
-            fetch_blob(storage, cache / ".locks" / storage.name, job)
+        locks = cache / ".locks" / storage.name
+        if job in missing and (meta.xet_file_data is None or not is_xet_available()):
+            fetch_blob(storage, locks, job)  # plain HTTP (also Xet files with Xet off)
         elif job in missing:
+            # hf-xet writes its own per-process file: a killed run's is of no use.
+            drop_leftovers(storage, locks, meta.etag)
             emit("start", file=name, size=meta.size, resumed=0)
         path = hf_hub_download(repo, name, repo_type=repo_type, revision=commit,
                                cache_dir=cache, tqdm_class=Progress)  # fmt: skip
