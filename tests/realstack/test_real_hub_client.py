@@ -8,11 +8,13 @@ import os
 import subprocess
 
 import pytest
+from geolibre_env.hub_errors import HubOfflineError
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
 from geolibre_env.weights import fetch_weights
 
-from tests.env_manager.fake_hub import SAM3_REPO, sam3_hub
+from tests.env_manager.fake_hub import SAM3_REPO, FakeHub, sam3_hub
+from tests.env_manager.package_index import make_test_ca
 
 pytestmark = pytest.mark.realstack
 TOKEN = "hf_RealStackHubToken0123456789abcdefXY"
@@ -52,3 +54,24 @@ def test_the_model_environment_s_huggingface_hub_fetches_through_the_fake_hub(re
     )  # fmt: skip
     with open(found.stdout.strip(), "rb") as handle:
         assert handle.read() == weights.content
+
+
+def test_its_httpx_trusts_the_extra_ca_through_ssl_cert_file(real_stack, tmp_path):
+    ca = make_test_ca(tmp_path / "ca")
+    hub = FakeHub(tls=ca.server_context())
+    hub.add_repo(SAM3_REPO, {"config.json": b"{}", "sam3.pt": b"x" * 5000}, lfs=("sam3.pt",))
+    python = real_stack.active.python
+
+    def settings(name: str, **extra: str) -> EnvSettings:
+        environ = {"GEOLIBRE_ML_HOME": str(tmp_path / name), "HF_ENDPOINT": hub.url, **extra}
+        return EnvSettings.from_environ(environ)
+
+    try:
+        with pytest.raises(HubOfflineError) as caught:
+            fetch_weights(settings("untrusted"), load_spec(), backend="meta", python=python)
+        trusted = settings("trusted", GEOLIBRE_ML_CA_BUNDLE=str(ca.ca_cert))
+        status = fetch_weights(trusted, load_spec(), backend="meta", python=python)
+    finally:
+        hub.close()
+    assert caught.value.kind == "tls" and "GEOLIBRE_ML_CA_BUNDLE" in caught.value.hint
+    assert status.present
