@@ -224,11 +224,9 @@ def _existing(path: Path) -> Path:
 
 def describe(exc: BaseException) -> dict[str, Any]:
     """What the parent needs to choose a sentence: class names, HTTP status, host."""
-    chain, current = [], exc
-    while current is not None and len(chain) < 8:
-        chain.append([type(current).__name__, str(current)[:300]])
-        current = current.__cause__ or current.__context__
-    response = next((getattr(e, "response", None) for e in _walk(exc)
+    causes = _walk(exc)
+    chain = [[type(item).__name__, str(item)[:300]] for item in causes[:8]]
+    response = next((getattr(e, "response", None) for e in causes
                      if getattr(e, "response", None) is not None), None)  # fmt: skip
     info: dict[str, Any] = {"type": type(exc).__name__, "chain": chain}
     if isinstance(exc, Failure):
