@@ -140,7 +140,7 @@ def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Fi
 def _launch_env(stack: RealStack) -> dict[str, str]:
     """What the sidecar gives its samgeo-api: its own environment minus GEOLIBRE_*
     plus the weights' variables (HF_HOME, HF_HUB_OFFLINE)."""
-    from geolibre_env.launch import managed_backend_environment
+    from geolibre_env.backend.launch import managed_backend_environment
     from geolibre_env.settings import EnvSettings
 
     env = {k: v for k, v in stack.env.items() if not k.startswith("GEOLIBRE_")}

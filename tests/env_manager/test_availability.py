@@ -14,16 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from geolibre_env.availability import segmentation_availability, weights_verdict
-from geolibre_env.backend_record import write_status
-from geolibre_env.diagnostics import check_backend, check_weights
+from geolibre_env.backend.record import write_status
 from geolibre_env.model_env import ActiveEnvironment, write_json_atomic
 from geolibre_env.redact import redact
+from geolibre_env.report.diagnostics import check_backend, check_weights
+from geolibre_env.report.state import format_status
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
-from geolibre_env.state_report import format_status
-from geolibre_env.weights import fetch_weights, planned_backend, store_token
-from geolibre_env.weights_models import fetch_model
+from geolibre_env.weights.availability import segmentation_availability, weights_verdict
+from geolibre_env.weights.models import fetch_model
+from geolibre_env.weights.sam3 import fetch_weights, planned_backend, store_token
 
 from .fake_hub import FakeHub, sam3_hub
 

@@ -17,16 +17,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from geolibre_env.bundle import MANIFEST, file_digest
-from geolibre_env.bundle_export import describe_target, hub_launcher
-from geolibre_env.launch import managed_backend_environment
-from geolibre_env.machine import normalize_arch, os_name
+from geolibre_env.backend.launch import managed_backend_environment
+from geolibre_env.install.bundle.archive import MANIFEST, file_digest
+from geolibre_env.install.bundle.export import describe_target, hub_launcher
+from geolibre_env.install.verify import run_probe
+from geolibre_env.machine.detect import normalize_arch, os_name
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.uv_runner import UvTool
-from geolibre_env.verify import run_probe
+from geolibre_env.uv.runner import UvTool
 
 from tests.conftest import CLOSED_HUB
 from tests.env_manager.conftest import Installer

@@ -13,9 +13,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from geolibre_env.backend_record import BackendRecord, write_record
+from geolibre_env.backend.process import ProcessIdentity
+from geolibre_env.backend.record import BackendRecord, write_record
 from geolibre_env.paths import Paths
-from geolibre_env.process import ProcessIdentity
 
 from tests.env_manager.test_machine import FIXTURES
 

@@ -7,7 +7,13 @@ import signal
 from pathlib import Path
 
 import pytest
-from geolibre_env.exit_causes import HINTS, ExitCause, classify_exit, classify_text, explain_answer
+from geolibre_env.backend.exit_causes import (
+    HINTS,
+    ExitCause,
+    classify_exit,
+    classify_text,
+    explain_answer,
+)
 
 TRACEBACK = 'Traceback (most recent call last):\n  File "api.py", line 1, in <module>\n'
 

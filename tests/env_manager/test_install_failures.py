@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from geolibre_env.install_failures import KINDS, FailureContext, classify_install_failure
+from geolibre_env.install.failures import KINDS, FailureContext, classify_install_failure
 
 RECORDED = Path(__file__).parent / "fixtures" / "install_failures"
 PROXY = FailureContext(

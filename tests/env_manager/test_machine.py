@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from geolibre_env.machine import (
+from geolibre_env.install.plan import make_plan
+from geolibre_env.machine.detect import (
     DiskSpace,
     Machine,
     PythonInstall,
@@ -23,7 +24,7 @@ from geolibre_env.machine import (
     nearest_existing,
     nvidia_smi_candidates,
 )
-from geolibre_env.nvidia import (
+from geolibre_env.machine.nvidia import (
     LEGACY_NVIDIA_SMI_FIELDS,
     MISSING_TEXT,
     NVIDIA_SMI_FIELDS,
@@ -38,10 +39,9 @@ from geolibre_env.nvidia import (
     version_key,
 )
 from geolibre_env.paths import Paths
-from geolibre_env.plan import make_plan
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.uv_runner import UvTool, find_uv
+from geolibre_env.uv.runner import UvTool, find_uv
 
 FIXTURES = Path(__file__).parent / "fixtures" / "machines"
 

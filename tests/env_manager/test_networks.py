@@ -17,15 +17,15 @@ from pathlib import Path
 
 import pytest
 from geolibre_env.errors import ConfigError
-from geolibre_env.hub_errors import HubOfflineError
+from geolibre_env.install.verify import run_probe
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
 from geolibre_env.proxies import ProxyConfig, bypassed
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.uv_runner import UvTool, uv_environment
-from geolibre_env.verify import run_probe
-from geolibre_env.weights import fetch_weights
+from geolibre_env.uv.runner import UvTool, uv_environment
+from geolibre_env.weights.hub_errors import HubOfflineError
+from geolibre_env.weights.sam3 import fetch_weights
 
 from tests.conftest import CLOSED_HUB
 from tests.env_manager.conftest import Installer

@@ -13,18 +13,18 @@ from pathlib import Path
 
 import pytest
 from geolibre_env.errors import ConfigError
-from geolibre_env.machine import DiskSpace, Machine, PythonInstall
-from geolibre_env.nvidia import Gpu, arch_key, version_key
-from geolibre_env.paths import Paths
-from geolibre_env.plan import (
+from geolibre_env.install.plan import (
     ExistingEnv,
     InstallPlan,
     make_plan,
     source_targets,
 )
-from geolibre_env.plan_disk import DISK_HEADROOM_BYTES
+from geolibre_env.install.plan_disk import DISK_HEADROOM_BYTES
+from geolibre_env.install.source_check import SourceAnswer
+from geolibre_env.machine.detect import DiskSpace, Machine, PythonInstall
+from geolibre_env.machine.nvidia import Gpu, arch_key, version_key
+from geolibre_env.paths import Paths
 from geolibre_env.settings import EnvSettings
-from geolibre_env.source_check import SourceAnswer
 from geolibre_env.spec import load_spec
 
 SPEC = load_spec()

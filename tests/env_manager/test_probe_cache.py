@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import os
 
+from geolibre_env.install.probe_cache import age, probe_active
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
-from geolibre_env.probe_cache import age, probe_active
 
 TOO_SHORT_S = 0.001  # no Python starts this fast: the live check cannot finish
 

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from geolibre_env.install_lock import InstallLock
+from geolibre_env.install.lock import InstallLock
+from geolibre_env.install.provision import processes_using
+from geolibre_env.install.verify import run_probe
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
-from geolibre_env.provision import processes_using
-from geolibre_env.verify import run_probe
 
 from tests.harness.waiting import wait_until
 from tests.standin.wheelhouse import build_wheelhouse

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from geolibre_env.exit_causes import ExitCause
-from geolibre_env.restart_policy import RestartPolicy, RestartTracker
+from geolibre_env.backend.exit_causes import ExitCause
+from geolibre_env.backend.restart_policy import RestartPolicy, RestartTracker
 
 
 class Clock:

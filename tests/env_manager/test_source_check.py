@@ -13,10 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from geolibre_env.install.source_check import check_sources
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths
 from geolibre_env.settings import EnvSettings
-from geolibre_env.source_check import check_sources
 
 from tests.conftest import CLOSED_HUB
 from tests.env_manager.conftest import Installer

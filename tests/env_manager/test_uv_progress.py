@@ -11,8 +11,8 @@ from pathlib import Path
 from geolibre_env.errors import ToolError
 from geolibre_env.progress import ProgressEvent
 from geolibre_env.settings import EnvSettings
-from geolibre_env.uv_progress import UvProgress
-from geolibre_env.uv_runner import find_uv, stream_uv, uv_environment
+from geolibre_env.uv.progress import UvProgress
+from geolibre_env.uv.runner import find_uv, stream_uv, uv_environment
 
 from tests.env_manager.package_index import PackageIndex
 from tests.standin.wheelhouse import WheelSpec, build_wheel

@@ -22,18 +22,19 @@ import httpx
 import psutil
 import pytest
 from geolibre_env.errors import ConfigError, InstallCancelledError, WeightsError
-from geolibre_env.http_client import classify_transport_error, make_client
-from geolibre_env.hub_errors import (
+from geolibre_env.net.http_client import classify_transport_error, make_client
+from geolibre_env.paths import Paths
+from geolibre_env.progress import CancelToken, ProgressEvent
+from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.weights.hub_errors import (
     GatedWeightsError,
     HubOfflineError,
     WeightsCancelledError,
     WeightsIntegrityError,
 )
-from geolibre_env.paths import Paths
-from geolibre_env.progress import CancelToken, ProgressEvent
-from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import ModelEnvSpec, load_spec
-from geolibre_env.weights import (
+from geolibre_env.weights.models import fetch_model, model_weights
+from geolibre_env.weights.sam3 import (
     backend_environment,
     fetch_weights,
     load_token,
@@ -41,7 +42,6 @@ from geolibre_env.weights import (
     token_configured,
     weights_status,
 )
-from geolibre_env.weights_models import fetch_model, model_weights
 
 from tests.harness.waiting import wait_until
 

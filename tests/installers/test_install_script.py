@@ -29,7 +29,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from geolibre_env.install_lock import InstallLock
+from geolibre_env.install.lock import InstallLock
 from geolibre_env.paths import Paths
 
 from tests.conftest import offline_install_env

@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 from geolibre_env.model_env import ActiveEnvironment, active_environment
 from geolibre_env.paths import Paths
-from geolibre_env.weights import record_weight_files
+from geolibre_env.weights.sam3 import record_weight_files
 
 from tests.harness.processes import wait_gone, with_marker
 from tests.harness.sidecar import base_env

@@ -8,10 +8,10 @@ import os
 import subprocess
 
 import pytest
-from geolibre_env.hub_errors import HubOfflineError
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.weights import fetch_weights
+from geolibre_env.weights.hub_errors import HubOfflineError
+from geolibre_env.weights.sam3 import fetch_weights
 
 from tests.env_manager.fake_hub import SAM3_REPO, FakeHub, sam3_hub
 from tests.env_manager.package_index import make_test_ca

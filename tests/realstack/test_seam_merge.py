@@ -10,7 +10,7 @@ import subprocess
 from typing import Any
 
 import pytest
-from geolibre_env import tile_runner
+from geolibre_env.jobs import tile_runner
 
 from tests.realstack.jobs_helpers import HERE, model_python
 from tests.realstack.stack import RealStack

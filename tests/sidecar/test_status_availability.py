@@ -18,7 +18,7 @@ import pytest
 from geolibre_env.model_env import active_environment
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.weights import fetch_weights, store_token
+from geolibre_env.weights.sam3 import fetch_weights, store_token
 
 from tests.conftest import offline_install_env
 from tests.env_manager.conftest import Installer

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from geolibre_env.backend_record import BackendRecord, write_record
+from geolibre_env.backend.process import ProcessIdentity, guard_command
+from geolibre_env.backend.record import BackendRecord, write_record
 from geolibre_env.paths import Paths
-from geolibre_env.process import ProcessIdentity, guard_command
 
 from tests.harness.processes import assert_nothing_left as assert_leftovers_gone
 from tests.harness.processes import gone, wait_gone

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 from geolibre_env.errors import ConfigError
-from geolibre_env.tile_runner import tile_grid
+from geolibre_env.jobs.tile_runner import tile_grid
 from geolibre_sidecar.settings import SidecarSettings
 
 

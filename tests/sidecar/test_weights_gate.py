@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from geolibre_env.model_env import COMPLETE_MARKER, env_python, write_json_atomic
-from geolibre_env.weights import record_weight_files
+from geolibre_env.weights.sam3 import record_weight_files
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.weights_gate import WeightsGate
 

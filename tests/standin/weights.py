@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from geolibre_env.paths import Paths
-from geolibre_env.weights import record_weight_files
+from geolibre_env.weights.sam3 import record_weight_files
 
 COMMIT = "0" * 39 + "1"
 FILES = {"transformers": ("config.json", "model.safetensors"), "meta": ("config.json", "sam3.pt")}

@@ -133,7 +133,7 @@ def _progress_sink(args: argparse.Namespace) -> tuple[ProgressSink, Callable[[],
 
 
 def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool = False) -> int:
-    from geolibre_env.provision import InstallRequest, Provisioner
+    from geolibre_env.install.provision import InstallRequest, Provisioner
 
     cancel = CancelToken()
     _install_signals(cancel)
@@ -150,7 +150,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         return EXIT_OK if plan.ok else EXIT_ERROR
     model = getattr(args, "model", None)
     if model and model != provisioner.spec.weights.repo:
-        from geolibre_env.weights_models import check_model
+        from geolibre_env.weights.models import check_model
 
         check_model(provisioner.spec, model)  # before anything is built
     request = InstallRequest(
@@ -188,8 +188,8 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
 
 def _describe_bundle(archive: Path, *, as_json: bool) -> int:
     """``install --from BUNDLE --dry-run``: what the bundle is for (its manifest only)."""
-    from geolibre_env.bundle import read_manifest
-    from geolibre_env.bundle_export import describe_target
+    from geolibre_env.install.bundle.archive import read_manifest
+    from geolibre_env.install.bundle.export import describe_target
 
     manifest = read_manifest(archive)
     data = {k: manifest.data.get(k) for k in ("target", "spec", "created_by", "plan")}
@@ -206,9 +206,9 @@ def _describe_bundle(archive: Path, *, as_json: bool) -> int:
 
 
 def cmd_bundle_export(args: argparse.Namespace, settings: EnvSettings) -> int:
-    from geolibre_env.bundle_export import BundleExporter, ExportTarget, describe_target
+    from geolibre_env.install.bundle.export import BundleExporter, ExportTarget, describe_target
     from geolibre_env.spec import load_spec
-    from geolibre_env.uv_runner import find_uv
+    from geolibre_env.uv.runner import find_uv
 
     cancel = CancelToken()
     _install_signals(cancel)
@@ -242,9 +242,9 @@ def cmd_bundle_export(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 
 def cmd_verify(args: argparse.Namespace, settings: EnvSettings) -> int:
+    from geolibre_env.install.verify import run_probe
     from geolibre_env.model_env import active_environment
     from geolibre_env.spec import load_spec
-    from geolibre_env.verify import run_probe
 
     active = active_environment(settings.paths)
     if active is None:
@@ -262,8 +262,8 @@ def cmd_verify(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, settings: EnvSettings) -> int:
-    from geolibre_env.provision import processes_using
-    from geolibre_env.uninstall import UninstallReport, targets, uninstall
+    from geolibre_env.install.provision import processes_using
+    from geolibre_env.install.uninstall import UninstallReport, targets, uninstall
 
     paths = settings.paths
     if not targets(paths, weights=args.weights, cache=args.cache):
@@ -291,7 +291,7 @@ def cmd_uninstall(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: EnvSettings) -> int:
-    from geolibre_env.state_report import collect_status, format_status
+    from geolibre_env.report.state import collect_status, format_status
 
     data = collect_status(settings)
     print(json.dumps(data, indent=2, default=str) if args.json else _screen(format_status(data)))
@@ -299,8 +299,8 @@ def cmd_status(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace, settings: EnvSettings) -> int:
-    from geolibre_env.diagnostics import run_diagnostics
-    from geolibre_env.doctor_output import print_report, write_bundle
+    from geolibre_env.report.diagnostics import run_diagnostics
+    from geolibre_env.report.doctor_output import print_report, write_bundle
 
     report = run_diagnostics(settings)
     if args.json:

@@ -3,7 +3,7 @@ its Python and samgeo-api are, and what verification recorded about it.
 
 An environment counts only when ``active.json`` names it *and* its completion
 marker exists; the marker is written last, after verification, so a half-built
-environment is never reported ready (:mod:`geolibre_env.provision` writes both).
+environment is never reported ready (:mod:`geolibre_env.install.provision` writes both).
 """
 
 from __future__ import annotations

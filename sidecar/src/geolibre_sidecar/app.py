@@ -130,7 +130,7 @@ def create_app(
         return JSONResponse(report.to_dict())
 
     async def diagnostics_bundle(request: Request) -> Response:
-        from geolibre_env.doctor_output import bundle_bytes
+        from geolibre_env.report import bundle_bytes
 
         report = await _diagnose(request)
         data = await asyncio.to_thread(bundle_bytes, settings.env, report)
@@ -143,7 +143,7 @@ def create_app(
 
     async def _diagnose(request: Request) -> Any:
         # Imported here: the report's modules are not needed to start the sidecar.
-        from geolibre_env.diagnostics import run_diagnostics, sidecar_facts
+        from geolibre_env.report import run_diagnostics, sidecar_facts
 
         backend: Backend = request.app.state.backend
         facts = sidecar_facts(settings.env.environ, __version__)

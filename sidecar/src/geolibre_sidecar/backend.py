@@ -14,18 +14,25 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
 
 import httpx
-from geolibre_env.availability import (
+from geolibre_env.backend import (
+    BackendState,
+    ExitCause,
+    Explanation,
+    Health,
+    LaunchSpec,
+    Supervisor,
+    explain_answer,
+    managed_backend_environment,
+)
+from geolibre_env.errors import GeoLibreError, NotInstalledError
+from geolibre_env.model_env import active_environment
+from geolibre_env.redact import redact, redact_url
+from geolibre_env.weights import (
     FOREIGN_SOURCES,
     MANAGED_SOURCE,
     NOT_CHECKED_URL,
     WeightsVerdict,
 )
-from geolibre_env.errors import GeoLibreError, NotInstalledError
-from geolibre_env.exit_causes import ExitCause, Explanation, explain_answer
-from geolibre_env.launch import managed_backend_environment
-from geolibre_env.model_env import active_environment
-from geolibre_env.redact import redact, redact_url
-from geolibre_env.supervisor import BackendState, Health, LaunchSpec, Supervisor
 
 from geolibre_sidecar.errors import BackendBroke, BackendUnavailable, Conflict, SidecarError
 from geolibre_sidecar.model_variants import ModelVariants

@@ -122,7 +122,7 @@ class Sam3Here:
 
 
 def from_record(record: dict[str, Any]) -> Sam3Here:
-    """What an installed environment's record says (see geolibre_env.provision)."""
+    """What an installed environment's record says (see geolibre_env.install.provision)."""
     meta_runs = bool(record.get("cuda_working"))
     chosen = record.get("sam3_backend")
     default: Implementation = chosen if chosen in IMPLEMENTATIONS else "meta"

@@ -12,10 +12,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from geolibre_env.backend import RestartPolicy, SupervisorConfig
 from geolibre_env.errors import ConfigError
-from geolibre_env.restart_policy import RestartPolicy
 from geolibre_env.settings import EnvReader, EnvSettings
-from geolibre_env.supervisor import SupervisorConfig
 
 MIB = 1024 * 1024
 DEFAULT_MAX_UPLOAD_MB = 16 * 1024  # a multi-GB GeoTIFF fits with room to spare

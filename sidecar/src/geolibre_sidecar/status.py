@@ -4,7 +4,7 @@ request path), so it answers fast while samgeo-api is blocked in inference.
 
 ``available`` means a segmentation can succeed now: the backend answers and the
 weights of the SAM 3 implementation that will run are on disk
-(:func:`geolibre_env.availability.segmentation_availability`, the doctor's rule too).
+(:func:`geolibre_env.weights.availability.segmentation_availability`, the doctor's rule too).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from geolibre_env.availability import WeightsVerdict, segmentation_availability
-from geolibre_env.exit_causes import HINTS, ExitCause
+from geolibre_env.backend import HINTS, ExitCause
 from geolibre_env.model_env import active_environment
+from geolibre_env.weights import WeightsVerdict, segmentation_availability
 
 from geolibre_sidecar import __version__
 from geolibre_sidecar.backend import Backend

@@ -16,13 +16,19 @@ import time
 from collections.abc import Mapping
 from typing import cast
 
-from geolibre_env.availability import NOT_CHECKED_CMD, WeightsVerdict, weights_verdict
+from geolibre_env.backend import ExitCause
 from geolibre_env.errors import GeoLibreError
-from geolibre_env.exit_causes import ExitCause
 from geolibre_env.model_env import ActiveEnvironment, active_environment
 from geolibre_env.spec import ModelEnvSpec, load_spec
-from geolibre_env.weights import BACKENDS, Backend, planned_backend
-from geolibre_env.weights_models import OTHER_MODELS, install_command, model_weights
+from geolibre_env.weights import (
+    NOT_CHECKED_CMD,
+    OTHER_MODELS,
+    WeightsVerdict,
+    install_command,
+    model_weights,
+    weights_verdict,
+)
+from geolibre_env.weights.sam3 import BACKENDS, Backend, planned_backend
 
 from geolibre_sidecar.errors import BackendUnavailable
 from geolibre_sidecar.settings import SidecarSettings

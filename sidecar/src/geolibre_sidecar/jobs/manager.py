@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from geolibre_env import tile_runner
+from geolibre_env.jobs import tile_runner
 from geolibre_env.redact import redact
 
 from geolibre_sidecar.jobs.pool import Member, Pool, TileFailed, TileRefused

@@ -1,0 +1,201 @@
+"""The guard process between the sidecar and samgeo-api.
+
+``python -m geolibre_env.backend.process_guard --parent-pid P --log FILE -- samgeo-api ...``
+
+It exists so that no backend outlives the sidecar, even one killed with
+SIGKILL: the guard asks the kernel for a signal when its parent dies
+(``PR_SET_PDEATHSIG`` on Linux) and also polls its parent pid (every other
+platform), then kills the backend's whole tree. It also owns the backend's
+output: every line goes, redacted, to a size-rotated log file that the
+sidecar tails for progress and crash causes, so nothing depends on the
+sidecar reading a pipe.
+
+The guard exits the way its child did (same code, or the same signal), so the
+supervisor classifies the backend's exit, not the guard's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from geolibre_env.redact import redact
+
+PARENT_POLL_S = 0.5
+DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
+DEFAULT_LOG_BACKUPS = 3
+EXIT_CANNOT_START = 127
+PUMP_CHUNK_BYTES = 64 * 1024
+_PR_SET_PDEATHSIG = 1
+_LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+class RotatingLog:
+    """Append lines to ``path``; past ``max_bytes`` the file moves to ``path.1`` and so on."""
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        self.path, self.max_bytes, self.backups = path, max_bytes, backups
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(path, "ab")  # noqa: SIM115 - held for the guard's lifetime
+
+    def write_line(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace")
+        self._file.write(redact(text).encode("utf-8"))
+        self._file.flush()
+        if self._file.tell() >= self.max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        self._file.close()
+        for index in range(self.backups - 1, 0, -1):
+            older = self.path.with_name(f"{self.path.name}.{index}")
+            if older.exists():
+                os.replace(older, self.path.with_name(f"{self.path.name}.{index + 1}"))
+        if self.backups:
+            os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
+        self._file = open(self.path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _ask_kernel_for_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
+
+
+def _kill_tree(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the child and everything below it; the parent is gone, so no politeness."""
+    try:
+        import psutil
+
+        root = psutil.Process(child.pid)
+        procs = [root, *root.children(recursive=True)]
+    except Exception:  # psutil missing or child already gone: fall back to the pid
+        procs = []
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.kill()
+    with contextlib.suppress(OSError):
+        child.kill()
+    if hasattr(os, "killpg"):
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpgid(0), signal.SIGKILL)  # takes the guard too
+
+
+def _watch_parent(parent_pid: int, on_death: threading.Event) -> None:
+    while not on_death.is_set():
+        if os.getppid() != parent_pid:
+            on_death.set()
+            return
+        time.sleep(PARENT_POLL_S)
+
+
+def _exit_like(returncode: int) -> None:
+    if returncode < 0 and hasattr(signal, "SIGKILL"):
+        signum = -returncode
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL/SIGSTOP have no handler
+            signal.signal(signum, signal.SIG_DFL)
+        with contextlib.suppress(OSError):
+            os.kill(os.getpid(), signum)
+    sys.exit(returncode if returncode >= 0 else 128 - returncode)
+
+
+def _pump(stream: IO[bytes], log: RotatingLog) -> None:
+    """Copy output to the log line by line; a bare CR (progress bars) ends a line too."""
+    pending = b""
+    while chunk := stream.read1(PUMP_CHUNK_BYTES):  # type: ignore[attr-defined]
+        *lines, pending = _LINE_BREAK.split(pending + chunk)
+        for line in lines:
+            if line:
+                log.write_line(line + b"\n")
+        if len(pending) > PUMP_CHUNK_BYTES:  # a very long line: do not hold it back
+            log.write_line(pending + b"\n")
+            pending = b""
+    if pending:
+        log.write_line(pending + b"\n")
+
+
+def run(parent_pid: int, log: RotatingLog, argv: list[str]) -> int:
+    """Start ``argv``, pump its output into ``log``, and mirror its exit."""
+    parent_died = threading.Event()
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    header = f"--- {stamp} geolibre guard {os.getpid()} starting: {' '.join(argv)}\n"
+    log.write_line(header.encode())
+    try:
+        child = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+    except OSError as exc:
+        log.write_line(f"geolibre: cannot start {argv[0]}: {exc}\n".encode())
+        return EXIT_CANNOT_START
+
+    def on_parent_death(_signum: int, _frame: object) -> None:
+        parent_died.set()
+        _kill_tree(child)
+
+    def on_polite_stop(signum: int, _frame: object) -> None:
+        # The supervisor signals the whole group; forward in case only we got it,
+        # then keep pumping output until the child has finished shutting down.
+        with contextlib.suppress(OSError):
+            child.send_signal(signum)
+
+    if hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, on_parent_death)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_polite_stop)
+
+    def watcher() -> None:
+        _watch_parent(parent_pid, parent_died)
+        if parent_died.is_set():
+            _kill_tree(child)
+
+    threading.Thread(target=watcher, name="parent-watch", daemon=True).start()
+
+    assert child.stdout is not None
+    _pump(child.stdout, log)
+    returncode = child.wait()
+    reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
+    log.write_line(f"--- geolibre guard: backend ended with {reason}\n".encode())
+    return returncode
+
+
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m geolibre_env.backend.process_guard")
+    parser.add_argument("--parent-pid", type=int, required=True)
+    parser.add_argument("--log", type=Path, required=True)
+    parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
+    parser.add_argument("--log-backups", type=int, default=DEFAULT_LOG_BACKUPS)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    ns = parser.parse_args(args)
+    command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
+    if not command:
+        parser.error("no command given after --")
+    _ask_kernel_for_parent_death_signal()
+    if os.getppid() != ns.parent_pid:  # the parent died before we could watch it
+        sys.exit(1)
+    log = RotatingLog(ns.log, ns.max_log_bytes, ns.log_backups)
+    try:
+        returncode = run(ns.parent_pid, log, command)
+    finally:
+        log.close()
+    _exit_like(returncode)
+
+
+if __name__ == "__main__":
+    main()

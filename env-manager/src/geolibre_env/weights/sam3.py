@@ -1,0 +1,398 @@
+"""SAM 3's weights: the Hub token, what is on disk, fetching ahead of time, and
+the environment samgeo-api needs so that a request never waits on the network.
+
+Two routes: the gated ``facebook/sam3`` repository laid out in huggingface_hub's
+cache under the model environment's own ``HF_HOME``, or a local checkpoint
+(``SAM3_CHECKPOINT_PATH``, the air-gapped route, ``meta`` backend only). Both
+need SAM 3's tokenizer vocabulary inside the samgeo package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from geolibre_env.errors import ConfigError, WeightsError
+from geolibre_env.paths import Paths
+from geolibre_env.progress import CancelToken, ProgressSink, discard
+from geolibre_env.redact import register_secret
+from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import ModelEnvSpec
+from geolibre_env.weights.hub_cache import RepoCache
+from geolibre_env.weights.hub_errors import (
+    TOKENS_PAGE,
+    HubOfflineError,
+)
+from geolibre_env.weights.hub_fetch import ByteMeter, run_hub_runner
+
+if TYPE_CHECKING:
+    from geolibre_env.model_env import ActiveEnvironment
+
+log = logging.getLogger(__name__)
+
+Backend = Literal["meta", "transformers"]
+Route = Literal["hub", "checkpoint", "none"]
+BACKENDS: tuple[Backend, ...] = ("meta", "transformers")
+# Which files each backend needs, as last fetched (the transformers set comes
+# from the Hub's listing, so it cannot be known offline otherwise).
+MANIFEST_NAME = "geolibre-weights.json"
+
+
+# The token ---------------------------------------------------------------------
+def token_path(paths: Paths) -> Path:
+    """Where huggingface_hub reads the token when ``HF_HOME`` is the model env's."""
+    return paths.hf_home / "token"
+
+
+def store_token(paths: Paths, token: str) -> None:
+    """Write the token (mode 0600, atomically) where huggingface_hub looks for it."""
+    token = token.strip()
+    if not token or any(ch.isspace() for ch in token):
+        raise ConfigError(
+            "The Hugging Face token is empty or contains spaces.",
+            hint=f"Copy a read token from {TOKENS_PAGE}.",
+        )
+    register_secret(token)
+    target = token_path(paths)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".token.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # Created 0600 from the start: the secret is never readable by others, not even briefly.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(token)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def load_token(paths: Paths) -> str | None:
+    """The stored token, or None."""
+    try:
+        token = token_path(paths).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    register_secret(token)
+    return token or None
+
+
+def token_configured(paths: Paths, settings: EnvSettings) -> bool:
+    """Whether a token is available (environment or stored); never the token itself."""
+    return bool(resolve_token(settings, None, paths))
+
+
+def resolve_token(settings: EnvSettings, token: str | None, paths: Paths) -> str | None:
+    for candidate in (token, settings.hub_token):
+        if candidate and candidate.strip():
+            register_secret(candidate.strip())
+            return candidate.strip()
+    return load_token(paths)
+
+
+# What is on disk ---------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightFile:
+    name: str
+    size: int
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """What the chosen backend would find on disk; no secrets, no network."""
+
+    route: Route
+    backend: Backend
+    present: bool
+    repo: str
+    commit: str | None
+    files: tuple[WeightFile, ...]
+    vocab_present: bool | None  # None: no model environment to look in
+    vocab_path: Path | None
+    checkpoint_path: Path | None
+    missing: tuple[str, ...]
+    token_configured: bool
+    hf_home: Path
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(item.size for item in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["files"] = [{"name": item.name, "bytes": item.size} for item in self.files]
+        data["missing"], data["total_bytes"] = list(self.missing), self.total_bytes
+        for key in ("vocab_path", "checkpoint_path", "hf_home"):
+            data[key] = str(data[key]) if data[key] is not None else None
+        return data
+
+
+def weights_status(
+    settings: EnvSettings,
+    spec: ModelEnvSpec,
+    *,
+    backend: Backend,
+    site_packages: Path | None,
+    checkpoint: Path | None = None,
+) -> WeightsStatus:
+    """What is present for ``backend``: fast, from the disk only."""
+    _check_backend(backend)
+    weights, paths = spec.weights, settings.paths
+    vocab_path = _vocab_path(spec, site_packages)
+    vocab_present = _nonempty_file(vocab_path) if vocab_path is not None else None
+    checkpoint = _absolute(checkpoint or settings.checkpoint_path)
+    files: list[WeightFile] = []
+    missing: list[str] = []
+    commit: str | None = None
+    if checkpoint is not None and backend == "meta":
+        route: Route = "checkpoint"
+        if _checkpoint_problem(checkpoint) is None:
+            files.append(WeightFile(checkpoint.name, checkpoint.stat().st_size))
+        else:
+            missing.append(str(checkpoint))
+    else:
+        cache = RepoCache(paths.hf_home / "hub", weights.repo)
+        commit = cache.commit_for(weights.revision)
+        expected = _expected_files(paths, spec, backend, commit)
+        if commit is None or not expected:
+            missing.append(f"{weights.repo} ({backend} files)")
+        for name, size in expected.items():
+            pointer = cache.pointer(commit or "", name)
+            if pointer.is_file() and size in (None, pointer.stat().st_size):
+                files.append(WeightFile(name, pointer.stat().st_size))
+            else:
+                missing.append(name)
+        route = "hub" if not missing else "none"
+    # Only SAM 3's own (meta) code reads samgeo's vocabulary; transformers' processor
+    # takes its tokenizer from the repository's files.
+    if vocab_present is False and backend == "meta":
+        missing.append(weights.vocab_file)
+    return WeightsStatus(
+        route=route,
+        backend=backend,
+        present=not missing,
+        repo=weights.repo,
+        commit=commit,
+        files=tuple(files),
+        vocab_present=vocab_present,
+        vocab_path=vocab_path,
+        checkpoint_path=checkpoint if route == "checkpoint" else None,
+        missing=tuple(missing),
+        token_configured=token_configured(paths, settings),
+        hf_home=paths.hf_home,
+    )
+
+
+def active_weights_status(
+    settings: EnvSettings,
+    spec: ModelEnvSpec,
+    active: ActiveEnvironment | None,
+    *,
+    backend: Backend | None = None,
+) -> WeightsStatus:
+    """:func:`weights_status` for ``backend``, by default the one the active environment
+    was built for (its install plan's choice)."""
+    chosen: Backend = backend or planned_backend(active, "meta") or "meta"
+    return weights_status(
+        settings, spec, backend=chosen, site_packages=active.site_packages if active else None
+    )
+
+
+def planned_backend(
+    active: ActiveEnvironment | None, fallback: Backend | None = None
+) -> Backend | None:
+    """The SAM 3 implementation that runs for requests that do not name one: the one
+    the install plan chose, recorded in the environment (``fallback`` without one)."""
+    if active is None:
+        return fallback
+    recorded = active.record.get("sam3_backend")
+    chosen: Backend = recorded if recorded in BACKENDS else "meta"
+    # A plan may choose meta for a GPU that verification then found unusable: the
+    # sidecar sends such requests to transformers (geolibre_sidecar.sam3_modes).
+    return chosen if active.record.get("cuda_working") else "transformers"
+
+
+def backend_environment(
+    settings: EnvSettings, spec: ModelEnvSpec, status: WeightsStatus
+) -> dict[str, str]:
+    """The variables samgeo-api runs with; never the token (huggingface_hub reads
+    ``$HF_HOME/token`` itself when it must go online)."""
+    env = {"HF_HOME": str(settings.paths.hf_home)}
+    if status.present:
+        # Everything is local: a request must fail fast, never wait on the network.
+        env["HF_HUB_OFFLINE"] = "1"
+    if status.route == "checkpoint" and status.checkpoint_path is not None:
+        env["SAM3_CHECKPOINT_PATH"] = str(status.checkpoint_path)
+    return env
+
+
+# Fetching ------------------------------------------------------------------------
+def fetch_weights(
+    settings: EnvSettings,
+    spec: ModelEnvSpec,
+    *,
+    backend: Backend,
+    token: str | None = None,
+    site_packages: Path | None = None,
+    progress: ProgressSink = discard,
+    cancel: CancelToken | None = None,
+    checkpoint: Path | None = None,
+    refresh: bool = False,
+    python: Path | str | Sequence[str] | None = None,
+    python_env: Mapping[str, str] | None = None,
+) -> WeightsStatus:
+    """Download what ``backend`` needs ahead of time with huggingface_hub, run by
+    ``python`` (the model environment's; by default this one; a command line such as
+    ``uv run --with ...`` with its variables in ``python_env``), resumably.
+
+    With everything present (and no ``refresh``) nothing touches the network.
+    """
+    _check_backend(backend)
+    weights, paths = spec.weights, settings.paths
+    token = resolve_token(settings, token, paths)
+    checkpoint = _absolute(checkpoint or settings.checkpoint_path)
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, backend, weights.repo)
+
+    def status() -> WeightsStatus:
+        return weights_status(
+            settings, spec, backend=backend, site_packages=site_packages, checkpoint=checkpoint
+        )
+
+    before = status()
+    meter = ByteMeter(progress)
+    if before.present and not refresh:
+        meter.total = meter.base = before.total_bytes
+        meter.finish("SAM 3 weights already present")
+        return before
+    items: list[dict[str, Any]] = []
+    if checkpoint is None:
+        files = list(weights.meta_files) if backend == "meta" else None
+        items.append({"repo": weights.repo, "revision": weights.revision, "files": files,
+                      "exclude": list(weights.transformers_exclude)})  # fmt: skip
+    vocab = _vocab_path(spec, site_packages)
+    if vocab is not None and (refresh or not _nonempty_file(vocab)):
+        items.append({"repo": weights.vocab_repo, "repo_type": weights.vocab_repo_type,
+                      "revision": "main", "files": [weights.vocab_file],
+                      "copy_to": str(vocab)})  # fmt: skip
+    try:
+        results = run_hub_runner(settings, items, token=token, meter=meter, cancel=cancel,
+                                 python=python, repo=weights.repo,
+                                 python_env=python_env)  # fmt: skip
+    except HubOfflineError as exc:
+        if checkpoint is None or vocab is None:
+            raise
+        action = (f"connect once, set HF_ENDPOINT to a mirror, or copy {weights.vocab_file} "
+                  f"into {vocab.parent}.")  # fmt: skip
+        raise HubOfflineError(
+            f"Could not reach the Hugging Face Hub at {exc.host} to fetch SAM 3's tokenizer "
+            f"vocabulary ({weights.vocab_file}): {exc.reason}.",
+            hint=f"The local checkpoint covers the weights, not the vocabulary: {action}",
+            kind=exc.kind, host=exc.host, reason=exc.reason,
+        ) from None  # fmt: skip
+    if checkpoint is None and results:
+        got = results[0]
+        record_weight_files(paths, backend, weights.repo, str(got["commit"]), got["files"])
+    meter.finish("SAM 3 weights ready")
+    return status()
+
+
+# Small helpers -------------------------------------------------------------------
+def _check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"Unknown SAM 3 backend {backend!r}.", hint="Use meta or transformers.")
+
+
+def _vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
+    if site_packages is None:
+        return None
+    return site_packages / spec.weights.vocab_package_dir / spec.weights.vocab_file
+
+
+def _absolute(path: Path | None) -> Path | None:
+    # samgeo-api runs in another working directory: relative paths would break there.
+    return path.expanduser().absolute() if path is not None else None
+
+
+def _nonempty_file(path: Path) -> bool:
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _check_checkpoint(checkpoint: Path, backend: Backend, repo: str) -> None:
+    if backend != "meta":
+        raise WeightsError(
+            "A local SAM 3 checkpoint serves the meta backend only; the transformers "
+            f"backend needs the {repo} repository files.",
+            hint="Unset SAM3_CHECKPOINT_PATH and fetch them with a Hub token, "
+            "or use the meta backend (it needs an NVIDIA GPU).",
+        )
+    problem = _checkpoint_problem(checkpoint)
+    if problem is not None:
+        raise WeightsError(
+            f"The SAM 3 checkpoint {checkpoint} {problem}.",
+            hint="Point --checkpoint / SAM3_CHECKPOINT_PATH at a readable sam3.pt.",
+        )
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the checkpoint, or None."""
+    if not path.exists():
+        return "does not exist"
+    if not path.is_file():
+        return "is not a file"
+    try:
+        with path.open("rb") as handle:
+            if not handle.read(1):
+                return "is empty"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _expected_files(
+    paths: Paths, spec: ModelEnvSpec, backend: Backend, commit: str | None
+) -> dict[str, int | None]:
+    entry = _read_manifest(paths).get(backend, {})
+    if commit and entry.get("repo") == spec.weights.repo and entry.get("commit") == commit:
+        return {str(name): int(size) for name, size in entry.get("files", {}).items()}
+    if backend == "meta":
+        return dict.fromkeys(spec.weights.meta_files)
+    return {}
+
+
+def _read_manifest(paths: Paths) -> dict[str, Any]:
+    try:
+        data = json.loads((paths.hf_home / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def record_weight_files(
+    paths: Paths, backend: Backend, repo: str, commit: str, files: dict[str, int]
+) -> None:
+    """Remember which files (and sizes) ``backend`` needs at ``commit``: the transformers
+    set comes from the Hub's listing, so an offline status check needs this record."""
+    data = _read_manifest(paths)
+    data[backend] = {"repo": repo, "commit": commit, "files": files}
+    target = paths.hf_home / MANIFEST_NAME
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
+    """Where samgeo looks for SAM 3's tokenizer vocabulary inside an environment."""
+    return _vocab_path(spec, site_packages)
