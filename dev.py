@@ -88,8 +88,16 @@ def ensure_chromium() -> None:
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], env=env)
 
 
-# What building the Tauri app (tauri-bridge/app) and showing its window need on Debian.
-TAURI_DEBS = ("libwebkit2gtk-4.1-dev", "build-essential", "libxdo-dev", "librsvg2-dev", "xvfb")
+# What building the Tauri app (tauri-bridge/app), showing its window and driving it
+# through WebDriver (webkit2gtk-driver: WebKitWebDriver, under tauri-driver) need on Debian.
+TAURI_DEBS = (
+    "libwebkit2gtk-4.1-dev",
+    "build-essential",
+    "libxdo-dev",
+    "librsvg2-dev",
+    "xvfb",
+    "webkit2gtk-driver",
+)
 
 
 def missing_debs(names: tuple[str, ...]) -> list[str]:
@@ -102,8 +110,8 @@ def missing_debs(names: tuple[str, ...]) -> list[str]:
 
 
 def ensure_tauri_deps() -> None:
-    """The Tauri app's end-to-end tests need WebKitGTK's headers and Xvfb; install them
-    where we can (only with Rust present: without cargo those tests are skipped)."""
+    """The Tauri app's end-to-end tests need WebKitGTK's headers, Xvfb and WebKitWebDriver;
+    install them where we can (only with Rust present: without cargo those tests are skipped)."""
     if not shutil.which("cargo") or not shutil.which("apt-get") or not shutil.which("dpkg-query"):
         return
     missing = missing_debs(TAURI_DEBS)

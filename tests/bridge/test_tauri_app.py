@@ -168,14 +168,14 @@ def _kill_all(run: AppRun, marker: str) -> None:
         proc.kill()
 
 
-def _check_sidecar(world: AppWorld, run: AppRun, reported: dict) -> psutil.Process:
+def _check_sidecar(world: AppWorld, app_pid: int, reported: dict) -> psutil.Process:
     """The sidecar the page reported: its own port, the app's pid as its parent-pid,
     uv's environment under the app's data folder, a token, the webview's origin."""
     url = reported["url"]
     assert url.startswith("http://127.0.0.1:") and not url.endswith(":8765"), url
     sidecar = psutil.Process(reported["pid"])
     cmdline = sidecar.cmdline()
-    assert "--parent-pid" in cmdline and str(run.proc.pid) in cmdline, cmdline
+    assert "--parent-pid" in cmdline and str(app_pid) in cmdline, cmdline
     environ = sidecar.environ()
     assert environ.get("VIRTUAL_ENV") == str(world.sidecar_env)
     for name in ("GEOLIBRE_ML_SAMGEO_CMD", "GEOLIBRE_ML_HOME"):  # the app's own, passed on
@@ -184,7 +184,7 @@ def _check_sidecar(world: AppWorld, run: AppRun, reported: dict) -> psutil.Proce
     # The chain the shell plugin made: app -> bundled uv -> the sidecar.
     uv = sidecar.parent()
     assert uv is not None and Path(uv.exe()) == world.binary.parent / "uv"
-    assert uv.ppid() == run.proc.pid
+    assert uv.ppid() == app_pid
     with httpx.Client(base_url=url, trust_env=False, timeout=10) as client:
         assert client.get("/ml/status").status_code == 401  # the page's calls carry the token
         origin = reported["origin"]
@@ -227,7 +227,7 @@ def test_app_runs_the_sidecar_and_quits_with_it(world: AppWorld, marker: str) ->
     try:
         reported = wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
         print(f"\napp start to sidecar ready: {time.monotonic() - started_at:.1f} s")
-        _check_sidecar(world, run, reported)
+        _check_sidecar(world, run.proc.pid, reported)
         _check_flow(run)
         wait_step(run, "done", timeout_s=STEP_TIMEOUT_S)
         run.proc.wait(timeout=CLOSE_TIMEOUT_S)
@@ -249,7 +249,7 @@ def test_sigkilled_app_takes_the_sidecar_and_a_new_launch_gets_a_fresh_one(
     run = _start(world, "killed", marker, flow="full")
     try:
         first = _check_sidecar(
-            world, run, wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
+            world, run.proc.pid, wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
         )
         _check_flow(run)
         wait_step(run, "done", timeout_s=STEP_TIMEOUT_S)
@@ -287,7 +287,9 @@ def test_window_closed_while_a_segmentation_runs(world: AppWorld, marker: str) -
     the app quits, and the sidecar and the busy backend with it."""
     run = _start(world, "closed-busy", marker, flow="close-while-segmenting")
     try:
-        _check_sidecar(world, run, wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S))
+        _check_sidecar(
+            world, run.proc.pid, wait_step(run, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
+        )
         wait_until(lambda: not screen_is_blank(world.framebuffer), timeout_s=10, what="a window")
         busy = wait_step(run, "segmenting", timeout_s=STEP_TIMEOUT_S)
         assert busy["badge"] == "busy" and busy["segment"] == "running", busy
@@ -313,8 +315,8 @@ def test_two_app_instances_each_have_their_own_sidecar(world: AppWorld, marker: 
         a = wait_step(first, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
         b = wait_step(second, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
         assert a["pid"] != b["pid"] and a["url"] != b["url"], (a, b)
-        a_sidecar = _check_sidecar(world, first, a)
-        _check_sidecar(world, second, b)
+        a_sidecar = _check_sidecar(world, first.proc.pid, a)
+        _check_sidecar(world, second.proc.pid, b)
         for run in (first, second):
             assert wait_step(run, "status", timeout_s=STEP_TIMEOUT_S)["badge"] == "stopped"
         os.kill(first.proc.pid, signal.SIGKILL)
