@@ -140,11 +140,11 @@ def _launch_and_requests(stack: RealStack, tif: GeoTiff, rounds: int) -> list[Fi
 def _launch_env(stack: RealStack) -> dict[str, str]:
     """What the sidecar gives its samgeo-api: its own environment minus GEOLIBRE_*
     plus the weights' variables (HF_HOME, HF_HUB_OFFLINE)."""
-    from geolibre_env.backend.launch import managed_backend_environment
+    from geolibre_env.backend.launch import managed_launch_variables
     from geolibre_env.settings import EnvSettings
 
     env = {k: v for k, v in stack.env.items() if not k.startswith("GEOLIBRE_")}
-    env.update(managed_backend_environment(EnvSettings.from_environ(stack.env), stack.active))
+    env.update(managed_launch_variables(EnvSettings.from_environ(stack.env), stack.active))
     env["PYTHONUNBUFFERED"] = "1"
     return env
 

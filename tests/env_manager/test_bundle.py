@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from geolibre_env.backend.launch import managed_backend_environment
+from geolibre_env.backend.launch import managed_launch_variables
 from geolibre_env.install.bundle.archive import MANIFEST, file_digest
 from geolibre_env.install.bundle.export import describe_target, hub_launcher
 from geolibre_env.install.verify import run_probe
@@ -158,7 +158,7 @@ def test_install_from_the_bundle_works_with_no_network_at_all(offline, exported)
         assert (snapshot / name).read_bytes() == content
     assert active.site_packages is not None
     assert (active.site_packages / "samgeo" / "assets" / VOCAB).read_bytes() == exported["vocab"]
-    assert managed_backend_environment(settings, active)["HF_HUB_OFFLINE"] == "1"
+    assert managed_launch_variables(settings, active)["HF_HUB_OFFLINE"] == "1"
     assert not (settings.paths.cache / "bundle-staging").exists()
 
 

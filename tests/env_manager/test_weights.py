@@ -35,12 +35,12 @@ from geolibre_env.weights.hub_errors import (
 )
 from geolibre_env.weights.models import fetch_model, model_weights
 from geolibre_env.weights.sam3 import (
-    backend_environment,
     fetch_weights,
     load_token,
     store_token,
     token_configured,
     weights_status,
+    weights_variables,
 )
 
 from tests.harness.waiting import wait_until
@@ -391,7 +391,7 @@ def test_the_token_is_stored_0600_and_never_shows_up(tmp_path, hub, spec, caplog
     shutil.rmtree(settings.paths.hf_home / "hub")
     with pytest.raises(GatedWeightsError) as caught:
         fetch_weights(settings, spec, backend="meta", site_packages=site, progress=events.append)
-    env = backend_environment(settings, spec, status)
+    env = weights_variables(settings, spec, status)
 
     seen = [
         caplog.text,
@@ -493,7 +493,7 @@ def test_the_checkpoint_route_needs_no_server(tmp_path, spec):
     status = fetch_weights(settings, spec, backend="meta")
     assert status.route == "checkpoint" and status.present
     assert status.checkpoint_path == checkpoint and status.total_bytes == checkpoint.stat().st_size
-    env = backend_environment(settings, spec, status)
+    env = weights_variables(settings, spec, status)
     assert env["SAM3_CHECKPOINT_PATH"] == str(checkpoint) and env["HF_HUB_OFFLINE"] == "1"
 
     site = tmp_path / "site-packages"
@@ -505,7 +505,7 @@ def test_the_checkpoint_route_needs_no_server(tmp_path, spec):
     assert str(vocab.parent) in caught.value.hint
     pending = weights_status(settings, spec, backend="meta", site_packages=site)
     assert not pending.present and pending.missing == (VOCAB,)
-    assert "HF_HUB_OFFLINE" not in backend_environment(settings, spec, pending)
+    assert "HF_HUB_OFFLINE" not in weights_variables(settings, spec, pending)
 
     vocab.parent.mkdir(parents=True)
     vocab.write_bytes(b"vocabulary copied by hand")
@@ -536,15 +536,15 @@ def test_a_checkpoint_cannot_serve_the_transformers_backend(tmp_path, spec):
         fetch_weights(settings, spec, backend="transformers", checkpoint=checkpoint)
 
 
-def test_backend_environment_goes_offline_only_with_the_weights_present(tmp_path, hub, spec):
+def test_weights_variables_go_offline_only_with_the_weights_present(tmp_path, hub, spec):
     settings = _settings(tmp_path, hub.url, HF_TOKEN=TOKEN)
     site = tmp_path / "site-packages"
     before = weights_status(settings, spec, backend="meta", site_packages=site)
     assert before.route == "none" and not before.present and before.token_configured
-    env = backend_environment(settings, spec, before)
+    env = weights_variables(settings, spec, before)
     assert env == {"HF_HOME": str(settings.paths.hf_home)}
     after = fetch_weights(settings, spec, backend="meta", site_packages=site)
-    env = backend_environment(settings, spec, after)
+    env = weights_variables(settings, spec, after)
     assert env == {"HF_HOME": str(settings.paths.hf_home), "HF_HUB_OFFLINE": "1"}
     assert TOKEN not in json.dumps(env)
 

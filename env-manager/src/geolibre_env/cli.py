@@ -20,6 +20,26 @@ from typing import Any, TextIO
 
 from geolibre_env import __version__
 from geolibre_env.errors import GeoLibreError, InstallCancelledError
+from geolibre_env.install.protocol import (
+    EVENT_ERROR,
+    EVENT_PROGRESS,
+    EVENT_RESULT,
+    EXIT_CANCELLED,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    OPT_BACKEND,
+    OPT_BUILD,
+    OPT_CHECKPOINT,
+    OPT_EVENTS,
+    OPT_FORCE,
+    OPT_FROM,
+    OPT_NO_WEIGHTS,
+    OPT_PARENT_PID,
+    OPT_TOKEN_STDIN,
+    SAM3_IMPLEMENTATIONS,
+)
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink
 from geolibre_env.redact import RedactingFilter, register_secret
 from geolibre_env.screen_text import fit, terminal_width
@@ -28,7 +48,6 @@ from geolibre_env.settings import EnvSettings
 log = logging.getLogger("geolibre.cli")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 
 def _configure_logging(settings: EnvSettings, verbose: bool) -> None:
@@ -73,7 +92,7 @@ class JsonLines:
             self.stream.flush()
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.write({"event": "progress", **event.to_dict()})
+        self.write({"event": EVENT_PROGRESS, **event.to_dict()})
 
 
 def _read_token(args: argparse.Namespace, settings: EnvSettings) -> str | None:
@@ -110,15 +129,13 @@ def _install_signals(cancel: CancelToken) -> None:
 
 def _cancel_when_parent_exits(pid: int, cancel: CancelToken) -> None:
     """The sidecar that started us died: stop the way a cancel would (clean, resumable)."""
-    import os
+    from geolibre_env.process_tree import ParentWatch
 
-    def watch() -> None:
-        while not cancel.wait(0.5):
-            if os.getppid() != pid:
-                log.warning("the parent process %d exited; cancelling the install", pid)
-                cancel.cancel()
+    def on_parent_gone() -> None:
+        log.warning("the parent process %d exited; cancelling the install", pid)
+        cancel.cancel()
 
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    ParentWatch(pid).watch_in_thread(on_parent_gone)
 
 
 def _progress_sink(args: argparse.Namespace) -> tuple[ProgressSink, Callable[[], None]]:
@@ -169,7 +186,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
     finally:
         finish()
     if args.events:
-        JsonLines(sys.stdout).write({"event": "result", **result.to_dict()})
+        JsonLines(sys.stdout).write({"event": EVENT_RESULT, **result.to_dict()})
     elif args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:
@@ -228,7 +245,7 @@ def cmd_bundle_export(args: argparse.Namespace, settings: EnvSettings) -> int:
     finally:
         finish()
     if args.events:
-        JsonLines(sys.stdout).write({"event": "result", **result.to_dict()})
+        JsonLines(sys.stdout).write({"event": EVENT_RESULT, **result.to_dict()})
     elif args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
@@ -314,18 +331,18 @@ def cmd_doctor(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 
 def _add_install_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backend", choices=["meta", "transformers"], help="SAM 3 backend")
+    parser.add_argument(OPT_BACKEND, choices=SAM3_IMPLEMENTATIONS, help="SAM 3 backend")
     token = parser.add_mutually_exclusive_group()
     token.add_argument("--token-file", help="read the Hugging Face token from this file")
-    token.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
+    token.add_argument(OPT_TOKEN_STDIN, action="store_true", help="read the token from stdin")
     token.add_argument("--ask-token", action="store_true", help="prompt for it (hidden input)")
-    parser.add_argument("--checkpoint", help="use this local sam3.pt instead of downloading")
-    parser.add_argument("--no-weights", action="store_true", help="skip the weights step")
+    parser.add_argument(OPT_CHECKPOINT, help="use this local sam3.pt instead of downloading")
+    parser.add_argument(OPT_NO_WEIGHTS, action="store_true", help="skip the weights step")
     parser.add_argument("--model", help="fetch this model's weights instead (e.g. facebook/sam3.1)")
     parser.add_argument("--wait", action="store_true", help="wait for another install to end")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--events", action="store_true", help="progress as JSON lines on stdout")
-    parser.add_argument("--parent-pid", type=int, help="cancel cleanly if this process exits")
+    parser.add_argument(OPT_EVENTS, action="store_true", help="progress as JSON lines on stdout")
+    parser.add_argument(OPT_PARENT_PID, type=int, help="cancel cleanly if this process exits")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -339,10 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     install = sub.add_parser("install", help="install the model backend (or show the plan)")
     _add_install_options(install)
     install.add_argument("--dry-run", action="store_true", help="print the plan and stop")
-    install.add_argument("--build", help="force a torch build by name (e.g. cpu, cu126)")
-    install.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    install.add_argument(OPT_BUILD, help="force a torch build by name (e.g. cpu, cu126)")
+    install.add_argument(OPT_FORCE, action="store_true", help="rebuild even if up to date")
     install.add_argument(
-        "--from",
+        OPT_FROM,
         dest="from_bundle",
         metavar="BUNDLE",
         help="install from an offline bundle (made by `geolibre-ml bundle export`); no network",
@@ -359,10 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--arch", choices=["x86_64", "arm64"], help="target CPU")
     export.add_argument("--python", help="target Python (3.11 or 3.12)")
     export.add_argument("--build", help="torch build for the target (cpu, cu126, cu130, ...)")
-    export.add_argument("--backend", choices=["meta", "transformers"], help="SAM 3 backend")
+    export.add_argument(OPT_BACKEND, choices=SAM3_IMPLEMENTATIONS, help="SAM 3 backend")
     token = export.add_mutually_exclusive_group()
     token.add_argument("--token-file", help="read the Hugging Face token from this file")
-    token.add_argument("--token-stdin", action="store_true", help="read the token from stdin")
+    token.add_argument(OPT_TOKEN_STDIN, action="store_true", help="read the token from stdin")
     token.add_argument("--ask-token", action="store_true", help="prompt for it (hidden input)")
     export.add_argument("--json", action="store_true", help="print the result as JSON")
     export.add_argument("--events", action="store_true", help="progress as JSON lines")
@@ -422,7 +439,12 @@ def main(argv: list[str] | None = None) -> None:
 def _report_error(args: argparse.Namespace, exc: GeoLibreError) -> None:
     if getattr(args, "events", False):
         JsonLines(sys.stdout).write(
-            {"event": "error", "detail": exc.message, "hint": exc.hint, "type": type(exc).__name__}
+            {
+                "event": EVENT_ERROR,
+                "detail": exc.message,
+                "hint": exc.hint,
+                "type": type(exc).__name__,
+            }
         )
     text = f"geolibre-ml: {exc.message}" + (f"\n  {exc.hint}" if exc.hint else "")
     print(fit(text, terminal_width(sys.stderr)), file=sys.stderr)

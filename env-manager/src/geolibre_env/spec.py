@@ -6,10 +6,16 @@ import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from geolibre_env.errors import ConfigError
 
 SPEC_FILENAME = "model-env.toml"
+
+# Which SAM 3 code samgeo-api runs: Meta's sam3 package (needs CUDA) or the
+# transformers port. One definition for the CLI, the plan, the weights and the sidecar.
+Sam3Implementation = Literal["meta", "transformers"]
+SAM3_IMPLEMENTATIONS: tuple[Sam3Implementation, ...] = ("meta", "transformers")
 
 
 @dataclass(frozen=True)

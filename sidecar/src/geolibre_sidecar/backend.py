@@ -22,7 +22,7 @@ from geolibre_env.backend import (
     LaunchSpec,
     Supervisor,
     explain_answer,
-    managed_backend_environment,
+    managed_launch_variables,
 )
 from geolibre_env.errors import GeoLibreError, NotInstalledError
 from geolibre_env.model_env import active_environment
@@ -82,7 +82,7 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def backend_environment(settings: SidecarSettings, *, managed: bool) -> dict[str, str]:
+def inherited_environment(settings: SidecarSettings, *, managed: bool) -> dict[str, str]:
     """The model server's environment: ours minus our secrets, unbuffered output."""
     env = {
         key: value
@@ -134,18 +134,18 @@ class ManagedBackend:
         if settings.samgeo_cmd:
             return LaunchSpec(
                 settings.samgeo_cmd,
-                backend_environment(settings, managed=False),
+                inherited_environment(settings, managed=False),
                 FOREIGN_SOURCES[0],
             )
         active = active_environment(settings.env.paths)
         if active is not None:
-            env = backend_environment(settings, managed=True)
-            env.update(managed_backend_environment(settings.env, active))
+            env = inherited_environment(settings, managed=True)
+            env.update(managed_launch_variables(settings.env, active))
             return LaunchSpec((str(active.server),), env, MANAGED_SOURCE)
         on_path = shutil.which("samgeo-api", path=settings.env.environ.get("PATH"))
         if on_path:
             return LaunchSpec(
-                (on_path,), backend_environment(settings, managed=False), FOREIGN_SOURCES[1]
+                (on_path,), inherited_environment(settings, managed=False), FOREIGN_SOURCES[1]
             )
         raise NotInstalledError(
             "The model backend is not installed.",

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from geolibre_env.errors import GeoLibreError
+from geolibre_env.install import protocol
 from geolibre_env.redact import redact, register_secret
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -62,7 +63,7 @@ class InstallJob:
 
     def last_progress(self) -> dict[str, Any]:
         for event in reversed(self.events):
-            if event.get("event") == "progress":
+            if event.get("event") == protocol.EVENT_PROGRESS:
                 return event
         return {}
 
@@ -110,21 +111,24 @@ def parse_request(body: Any) -> tuple[list[str], str | None]:
     args: list[str] = []
     backend = body.get("backend")
     if backend is not None:
-        if backend not in ("meta", "transformers"):
+        if backend not in protocol.SAM3_IMPLEMENTATIONS:
             raise InvalidField("backend must be 'meta' or 'transformers'.")
-        args += ["--backend", backend]
+        args += [protocol.OPT_BACKEND, backend]
     # Every value travels as --option=value: whatever it holds, it stays a value.
     build_what = "a torch build name such as 'cpu' or 'cu126'"
     if (build := _text(body, "build", build_what)) is not None:
         if not BUILD_NAME.fullmatch(build):
             raise InvalidField(f"build must be {build_what}, not {build[:40]!r}.")
-        args.append(f"--build={build}")
+        args.append(f"{protocol.OPT_BUILD}={build}")
     if checkpoint := _path(body, "checkpoint", "the path of a local sam3.pt file"):
-        args.append(f"--checkpoint={checkpoint}")
+        args.append(f"{protocol.OPT_CHECKPOINT}={checkpoint}")
     bundle_what = "the path of an offline bundle made by `geolibre-ml bundle export`"
     if bundle := _path(body, "bundle", bundle_what):
-        args.append(f"--from={bundle}")
-    for flag, name, when in (("--no-weights", "weights", False), ("--force", "force", True)):
+        args.append(f"{protocol.OPT_FROM}={bundle}")
+    for flag, name, when in (
+        (protocol.OPT_NO_WEIGHTS, "weights", False),
+        (protocol.OPT_FORCE, "force", True),
+    ):
         value = body.get(name)
         if value is not None and not isinstance(value, bool):
             raise InvalidField(f"{name} must be true or false.")
@@ -133,7 +137,7 @@ def parse_request(body: Any) -> tuple[list[str], str | None]:
     token = _text(body, "token", "a Hugging Face access token (a string)")
     if token:
         register_secret(token.strip())
-        args.append("--token-stdin")
+        args.append(protocol.OPT_TOKEN_STDIN)
     return args, token.strip() if token else None
 
 
@@ -177,8 +181,8 @@ class InstallJobs:
             return await self._spawn(args, token)
 
     async def _spawn(self, args: list[str], token: str | None) -> dict[str, Any]:
-        argv = [sys.executable, "-m", "geolibre_env", "install", "--events",
-                "--parent-pid", str(os.getpid()), *args]  # fmt: skip
+        argv = [sys.executable, "-m", "geolibre_env", "install", protocol.OPT_EVENTS,
+                protocol.OPT_PARENT_PID, str(os.getpid()), *args]  # fmt: skip
         env = dict(self.settings.env.environ)
         env.pop("GEOLIBRE_SIDECAR_TOKEN", None)
         # The job exists only once its process does: a failed start leaves nothing running.
@@ -215,23 +219,23 @@ class InstallJobs:
                 event = json.loads(raw)
             except ValueError:
                 continue
-            if event.get("event") == "result":
+            if event.get("event") == protocol.EVENT_RESULT:
                 job.result = event
-            elif event.get("event") == "error":
+            elif event.get("event") == protocol.EVENT_ERROR:
                 job.error = {"detail": event.get("detail"), "hint": event.get("hint")}
             await self._add(job, event)
         code = await proc.wait()
         stderr = (await stderr_task).decode("utf-8", "replace")
-        if job.cancel_requested or code == 130:
+        if job.cancel_requested or code == protocol.EXIT_CANCELLED:
             # Whatever the installer said last (its uv was killed too), the cause is the cancel.
             job.state = "cancelled"
             job.error = {
                 "detail": "The install was cancelled.",
                 "hint": "Nothing that worked before was changed; install again to resume.",
             }
-        elif code == 0:
+        elif code == protocol.EXIT_OK:
             job.state = "succeeded"
-        elif code == 3:
+        elif code == protocol.EXIT_PARTIAL:
             job.state = "incomplete"  # environment installed, weights missing
         else:
             job.state = "failed"

@@ -22,7 +22,7 @@ import httpx
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.model_env import active_environment
 from geolibre_env.spec import load_spec
-from geolibre_env.weights.sam3 import active_weights_status
+from geolibre_env.weights import active_weights_status
 
 from geolibre_sidecar.backend import Backend
 from geolibre_sidecar.model_variants import variant_key

@@ -23,15 +23,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from geolibre_env.model_env import ActiveEnvironment, active_environment
+from geolibre_env.spec import SAM3_IMPLEMENTATIONS, Sam3Implementation
 
 from geolibre_sidecar.errors import NotSupportedHere
 from geolibre_sidecar.settings import SidecarSettings
 
-Implementation = Literal["meta", "transformers"]
-IMPLEMENTATIONS: tuple[Implementation, ...] = ("meta", "transformers")
 # With SAM 3 (model_version sam3, the default), samgeo-api builds meta for these whatever is
 # asked; SAM 1 (model_version sam) has its own code, which runs on the CPU.
 META_ONLY_MODES = ("automatic", "predict")
@@ -43,7 +42,7 @@ class Sam3Here:
     """What this sidecar knows about SAM 3 on its backend."""
 
     known: bool  # False: a backend we did not install; we do not interfere
-    default: Implementation | None = None  # added to /segment/text when absent
+    default: Sam3Implementation | None = None  # added to /segment/text when absent
     meta_runs: bool | None = None
     why_not_meta: str = ""
 
@@ -125,7 +124,7 @@ def from_record(record: dict[str, Any]) -> Sam3Here:
     """What an installed environment's record says (see geolibre_env.install.provision)."""
     meta_runs = bool(record.get("cuda_working"))
     chosen = record.get("sam3_backend")
-    default: Implementation = chosen if chosen in IMPLEMENTATIONS else "meta"
+    default: Sam3Implementation = chosen if chosen in SAM3_IMPLEMENTATIONS else "meta"
     if not meta_runs:
         # The plan may have chosen meta for a GPU that verification then found unusable:
         # transformers is the one that can answer.

@@ -19,16 +19,16 @@ from typing import cast
 from geolibre_env.backend import ExitCause
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.model_env import ActiveEnvironment, active_environment
-from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.spec import SAM3_IMPLEMENTATIONS, ModelEnvSpec, Sam3Implementation, load_spec
 from geolibre_env.weights import (
     NOT_CHECKED_CMD,
     OTHER_MODELS,
     WeightsVerdict,
     install_command,
     model_weights,
+    planned_backend,
     weights_verdict,
 )
-from geolibre_env.weights.sam3 import BACKENDS, Backend, planned_backend
 
 from geolibre_sidecar.errors import BackendUnavailable
 from geolibre_sidecar.settings import SidecarSettings
@@ -43,7 +43,7 @@ class WeightsGate:
 
     def __init__(self, settings: SidecarSettings) -> None:
         self.settings = settings
-        self._cache: dict[Backend | None, tuple[float, WeightsVerdict | None]] = {}
+        self._cache: dict[Sam3Implementation | None, tuple[float, WeightsVerdict | None]] = {}
         self._spec: ModelEnvSpec | None = None  # parsing it costs more than the look
 
     @property
@@ -62,7 +62,7 @@ class WeightsGate:
             return NOT_CHECKED_CMD
         return None
 
-    def verdict(self, backend: Backend | None = None) -> WeightsVerdict | None:
+    def verdict(self, backend: Sam3Implementation | None = None) -> WeightsVerdict | None:
         """The weights of ``backend`` (default: the plan's choice); None: not ours to check."""
         now = time.monotonic()
         cached = self._cache.get(backend)
@@ -99,11 +99,11 @@ class WeightsGate:
         if version != "sam3" or model_id not in ("", self._repo()):
             return None
         asked = (fields.get("backend") or "").strip()
-        backend: Backend | None = None  # the plan's choice
+        backend: Sam3Implementation | None = None  # the plan's choice
         if mode in META_ONLY_MODES:
             backend = "meta"
-        elif asked in BACKENDS:
-            backend = cast(Backend, asked)
+        elif asked in SAM3_IMPLEMENTATIONS:
+            backend = cast(Sam3Implementation, asked)
         return _refuse(self.verdict(backend))
 
     def _refusal_before_body(self, mode: str) -> BackendUnavailable | None:
@@ -112,7 +112,7 @@ class WeightsGate:
         active = self._active()
         if active is None:
             return None
-        candidates: tuple[Backend, ...] = ("transformers",)
+        candidates: tuple[Sam3Implementation, ...] = ("transformers",)
         if active.record.get("cuda_working"):
             if self._other_checkpoint_cached():
                 return None

@@ -19,9 +19,10 @@ import socket
 import sys
 from typing import TextIO
 
+from geolibre_env.process_tree import ParentWatch
 from geolibre_sidecar import __version__
 
-from geolibre_bridge.watchdog import ParentWatch, watch_stdin_eof
+from geolibre_bridge.watchdog import watch_stdin_eof
 
 log = logging.getLogger("geolibre.launcher")
 

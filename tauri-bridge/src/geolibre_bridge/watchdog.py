@@ -1,4 +1,5 @@
-"""Noticing that the desktop app went away: its pid, and EOF on our stdin."""
+"""Noticing that the desktop app went away: EOF on our stdin (its pid is watched by
+:class:`geolibre_env.process_tree.ParentWatch`)."""
 
 from __future__ import annotations
 
@@ -8,35 +9,6 @@ import stat
 import sys
 import threading
 from collections.abc import Callable
-
-import psutil
-
-PARENT_POLL_S = 0.5
-
-
-class ParentWatch:
-    """Polls the parent pid; compares start times so a reused pid does not fool it."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        try:
-            self._created: float | None = psutil.Process(pid).create_time()
-        except psutil.Error:
-            self._created = None
-
-    def alive(self) -> bool:
-        if self._created is None:
-            return False
-        try:
-            proc = psutil.Process(self.pid)
-            return proc.create_time() == self._created and proc.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    async def wait_for_exit(self, on_exit: Callable[[], None]) -> None:
-        while self.alive():
-            await asyncio.sleep(PARENT_POLL_S)
-        on_exit()
 
 
 def stdin_is_a_pipe() -> bool:

@@ -69,7 +69,9 @@ def test_secrets_in_the_last_lines_are_redacted():
 
 # samgeo-api's error answers -----------------------------------------------------------
 RECORDED = json.loads(
-    (Path(__file__).parent / "fixtures/backend_errors/samgeo-api-1.4.2-no-weights.json").read_text()
+    (
+        Path(__file__).parents[1] / "fixtures/backend_errors/samgeo-api-1.4.2-no-weights.json"
+    ).read_text()
 )
 RAW_MARKERS = ("HTTPSConnectionPool", "We couldn't connect", "Caused by", "Client Error", "\n")
 

@@ -1,21 +1,44 @@
 """The managed samgeo-api process: how it is launched, supervised and explained.
 
 Mechanics (:mod:`.process`, :mod:`.process_guard`) are kept apart from the rules
-(:mod:`.supervisor`, :mod:`.restart_policy`). ``process_guard`` is not imported
-here: it runs as ``python -m geolibre_env.backend.process_guard``.
+(:mod:`.supervisor`, :mod:`.restart_policy`). The names below load on first use:
+``python -m geolibre_env.backend.process_guard`` runs for as long as samgeo-api
+does and must not carry the supervisor, httpx and the weights code with it.
 """
 
-from geolibre_env.backend.exit_causes import HINTS, ExitCause, Explanation, explain_answer
-from geolibre_env.backend.launch import managed_backend_environment
-from geolibre_env.backend.record import BackendRecord, read_record
-from geolibre_env.backend.restart_policy import RestartPolicy
-from geolibre_env.backend.supervisor import (
-    BackendState,
-    Health,
-    LaunchSpec,
-    Supervisor,
-    SupervisorConfig,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geolibre_env.backend.exit_causes import HINTS, ExitCause, Explanation, explain_answer
+    from geolibre_env.backend.launch import managed_launch_variables
+    from geolibre_env.backend.record import BackendRecord, read_record
+    from geolibre_env.backend.restart_policy import RestartPolicy
+    from geolibre_env.backend.supervisor import (
+        BackendState,
+        Health,
+        LaunchSpec,
+        Supervisor,
+        SupervisorConfig,
+    )
+
+_WHERE = {
+    "HINTS": "exit_causes",
+    "ExitCause": "exit_causes",
+    "Explanation": "exit_causes",
+    "explain_answer": "exit_causes",
+    "managed_launch_variables": "launch",
+    "BackendRecord": "record",
+    "read_record": "record",
+    "RestartPolicy": "restart_policy",
+    "BackendState": "supervisor",
+    "Health": "supervisor",
+    "LaunchSpec": "supervisor",
+    "Supervisor": "supervisor",
+    "SupervisorConfig": "supervisor",
+}
 
 __all__ = [
     "HINTS",
@@ -29,6 +52,12 @@ __all__ = [
     "Supervisor",
     "SupervisorConfig",
     "explain_answer",
-    "managed_backend_environment",
+    "managed_launch_variables",
     "read_record",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -11,10 +11,10 @@ from geolibre_env.errors import GeoLibreError
 from geolibre_env.model_env import ActiveEnvironment
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
-from geolibre_env.weights.sam3 import active_weights_status, backend_environment
+from geolibre_env.weights.sam3 import active_weights_status, weights_variables
 
 
-def managed_backend_environment(settings: EnvSettings, active: ActiveEnvironment) -> dict[str, str]:
+def managed_launch_variables(settings: EnvSettings, active: ActiveEnvironment) -> dict[str, str]:
     """Variables for the managed environment's samgeo-api (never a token)."""
     env = {"HF_HOME": str(settings.paths.hf_home)}
     try:
@@ -22,5 +22,5 @@ def managed_backend_environment(settings: EnvSettings, active: ActiveEnvironment
         status = active_weights_status(settings, spec, active)
     except GeoLibreError:
         return env  # launch anyway: the backend's own error will say what is missing
-    env.update(backend_environment(settings, spec, status))
+    env.update(weights_variables(settings, spec, status))
     return env

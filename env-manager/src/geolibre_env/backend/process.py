@@ -21,12 +21,12 @@ from typing import Literal
 
 import psutil
 
+from geolibre_env.process_tree import same_start
+
 GRACEFUL_STOP_TIMEOUT_S = 10.0
 KILL_TIMEOUT_S = 5.0
 ADOPTED_POLL_S = 0.25
 WAIT_POLL_S = 0.02
-# psutil's create_time is rounded differently across calls on some platforms.
-CREATE_TIME_TOLERANCE_S = 0.05
 
 StopOutcome = Literal["not-running", "exited", "terminated", "killed"]
 
@@ -53,7 +53,7 @@ class ProcessIdentity:
         current = ProcessIdentity.of(self.pid)
         return (
             current is not None
-            and abs(current.create_time - self.create_time) <= CREATE_TIME_TOLERANCE_S
+            and same_start(current.create_time, self.create_time)
             and current.cmdline == self.cmdline
         )
 

@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 from typing import IO
 
+from geolibre_env.process_tree import ParentWatch, ask_for_parent_death_signal, kill_tree
 from geolibre_env.redact import redact
 
-PARENT_POLL_S = 0.5
 DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
 DEFAULT_LOG_BACKUPS = 3
 EXIT_CANNOT_START = 127
 PUMP_CHUNK_BYTES = 64 * 1024
-_PR_SET_PDEATHSIG = 1
 _LINE_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
@@ -68,41 +67,16 @@ class RotatingLog:
         self._file.close()
 
 
-def _ask_kernel_for_parent_death_signal() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGUSR1, 0, 0, 0)
-
-
 def _kill_tree(child: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the child and everything below it; the parent is gone, so no politeness."""
-    try:
-        import psutil
-
-        root = psutil.Process(child.pid)
-        procs = [root, *root.children(recursive=True)]
-    except Exception:  # psutil missing or child already gone: fall back to the pid
-        procs = []
-    for proc in procs:
-        with contextlib.suppress(Exception):
-            proc.kill()
+    """SIGKILL the child and everything below it; the parent is gone, so no politeness.
+    Runs in a signal handler: nothing waits."""
+    with contextlib.suppress(Exception):  # whatever goes wrong, the group kill below runs
+        kill_tree(child.pid, wait_s=0)
     with contextlib.suppress(OSError):
         child.kill()
     if hasattr(os, "killpg"):
         with contextlib.suppress(OSError):
             os.killpg(os.getpgid(0), signal.SIGKILL)  # takes the guard too
-
-
-def _watch_parent(parent_pid: int, on_death: threading.Event) -> None:
-    while not on_death.is_set():
-        if os.getppid() != parent_pid:
-            on_death.set()
-            return
-        time.sleep(PARENT_POLL_S)
 
 
 def _exit_like(returncode: int) -> None:
@@ -160,12 +134,12 @@ def run(parent_pid: int, log: RotatingLog, argv: list[str]) -> int:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_polite_stop)
 
-    def watcher() -> None:
-        _watch_parent(parent_pid, parent_died)
-        if parent_died.is_set():
-            _kill_tree(child)
+    def on_parent_gone() -> None:
+        parent_died.set()
+        _kill_tree(child)
 
-    threading.Thread(target=watcher, name="parent-watch", daemon=True).start()
+    # Every platform polls; Linux also has the kernel's signal (SIGUSR1 above).
+    ParentWatch(parent_pid).watch_in_thread(on_parent_gone, stop=parent_died)
 
     assert child.stdout is not None
     _pump(child.stdout, log)
@@ -186,7 +160,8 @@ def main(args: list[str] | None = None) -> None:
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     if not command:
         parser.error("no command given after --")
-    _ask_kernel_for_parent_death_signal()
+    if hasattr(signal, "SIGUSR1"):
+        ask_for_parent_death_signal(signal.SIGUSR1)
     if os.getppid() != ns.parent_pid:  # the parent died before we could watch it
         sys.exit(1)
     log = RotatingLog(ns.log, ns.max_log_bytes, ns.log_backups)

@@ -109,12 +109,16 @@ class Supervisor:
         paths: Paths,
         http: httpx.AsyncClient,
         config: SupervisorConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``clock`` times how long a backend has been ready (the restart policy's
+        "stable after" rule and ``uptime_s``); tests pass a fake one to step it."""
         self._resolve_launch = resolve_launch
+        self._clock = clock
         self._paths = paths
         self._http = http
         self.config = config or SupervisorConfig()
-        self._tracker = RestartTracker(self.config.policy)
+        self._tracker = RestartTracker(self.config.policy, clock=clock)
         self._state = BackendState.STOPPED
         self._cause = "not started yet"
         self._since = time.time()
@@ -154,7 +158,7 @@ class Supervisor:
     def snapshot(self) -> dict[str, Any]:
         """The backend block of ``/ml/status``: cheap, no I/O but a log tail read."""
         proc = self._proc
-        uptime = time.monotonic() - self._ready_at if self._ready_at and proc else None
+        uptime = self._clock() - self._ready_at if self._ready_at and proc else None
         return {
             "mode": "managed",
             "state": self.state.value,
@@ -323,7 +327,7 @@ class Supervisor:
         argv = (*launch.argv, "--host", LOOPBACK, "--port", str(port))
         log_path = self._paths.backend_log
         self._log_offset = log_signature(log_path)[0]
-        started = time.monotonic()
+        started = self._clock()
         try:
             proc = await GuardedProcess.start(
                 argv, env=launch.env, log_path=log_path, cwd=launch.cwd
@@ -365,8 +369,8 @@ class Supervisor:
                 raise _PortTaken from None
             self._set(BackendState.FAILED, exc.report.summary)
             raise BackendStartError(exc.report.summary, hint=exc.report.hint) from None
-        elapsed = time.monotonic() - started
-        self._ready_at = time.monotonic()
+        elapsed = self._clock() - started
+        self._ready_at = self._clock()
         self._last_activity = time.monotonic()
         self._set(BackendState.READY, f"started in {elapsed:.1f} s from {launch.source}")
         self._follow(proc)
@@ -415,7 +419,7 @@ class Supervisor:
         clear_record(self._paths.backend_state, only_pid=proc.pid)
         exit_report = self._classify(proc)
         self._last_exit = exit_report
-        ready_for = time.monotonic() - self._ready_at if self._ready_at else None
+        ready_for = self._clock() - self._ready_at if self._ready_at else None
         self._ready_at = None
         decision = self._tracker.on_crash(exit_report.cause, ready_for_s=ready_for)
         if not decision.restart:
@@ -512,7 +516,7 @@ class Supervisor:
             )
         if await self._probe(record.url, timeout_s=ADOPT_PROBE_TIMEOUT_S):
             self._proc, self._port, self._source = proc, record.port, "an earlier sidecar"
-            self._ready_at = time.monotonic()
+            self._ready_at = self._clock()
             self._set(
                 BackendState.READY, f"adopted samgeo-api pid {proc.pid} left by an earlier sidecar"
             )

@@ -1,20 +1,41 @@
 """Installing the model environment: plan, provision, verify, uninstall, bundles.
 
 Planning (:mod:`.plan`, :mod:`.planning`) decides; provisioning
-(:mod:`.provision`) does. ``model_probe`` is not imported here: it is a script
-run by path with the model environment's Python.
+(:mod:`.provision`) does; :mod:`.protocol` is the contract with the sidecar.
+``model_probe`` is a script run by path with the model environment's Python.
+
+The names below load on first use: the sidecar imports :mod:`.protocol` at
+start-up and must not pay for the whole installer (about 0.15 s) to do so.
 """
 
-from geolibre_env.install.plan import InstallPlan
-from geolibre_env.install.provision import (
-    InstallRequest,
-    InstallResult,
-    Provisioner,
-    processes_using,
-    run_install,
-)
-from geolibre_env.install.uninstall import UninstallReport, targets, uninstall
-from geolibre_env.install.verify import VerifyReport, run_probe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from geolibre_env.install.plan import InstallPlan
+    from geolibre_env.install.provision import (
+        InstallRequest,
+        InstallResult,
+        Provisioner,
+        processes_using,
+        run_install,
+    )
+    from geolibre_env.install.uninstall import UninstallReport
+    from geolibre_env.install.verify import VerifyReport, run_probe
+
+_WHERE = {
+    "InstallPlan": "plan",
+    "InstallRequest": "provision",
+    "InstallResult": "provision",
+    "Provisioner": "provision",
+    "processes_using": "provision",
+    "run_install": "provision",
+    "UninstallReport": "uninstall",
+    "VerifyReport": "verify",
+    "run_probe": "verify",
+}
 
 __all__ = [
     "InstallPlan",
@@ -26,6 +47,10 @@ __all__ = [
     "processes_using",
     "run_install",
     "run_probe",
-    "targets",
-    "uninstall",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)

@@ -31,15 +31,13 @@ from geolibre_env.machine.detect import Machine, PythonInstall
 from geolibre_env.machine.torch_build import BuildChoice, ExistingEnv, choose_build
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import ModelEnvSpec, TorchBuild
+from geolibre_env.spec import SAM3_IMPLEMENTATIONS, ModelEnvSpec, Sam3Implementation, TorchBuild
 
 __all__ = [
-    "Backend", "DiskNeed", "ExistingEnv", "FilesystemCheck", "InstallPlan", "make_plan",
+    "DiskNeed", "ExistingEnv", "FilesystemCheck", "InstallPlan", "make_plan",
     "source_targets",
 ]  # fmt: skip
 
-Backend = Literal["meta", "transformers"]
-BACKENDS: tuple[Backend, ...] = ("meta", "transformers")
 
 # GPU memory SAM 3 needs: our estimate, not a published figure. The 3.4 GB
 # fp32 checkpoint (spec [disk] weights_bytes) lives on the GPU, plus
@@ -69,7 +67,7 @@ class InstallPlan:
     torch_requirements: tuple[str, ...]
     requirements: tuple[str, ...]
     constraints_path: Path | None
-    sam3_backend: Backend
+    sam3_backend: Sam3Implementation
     can_run_sam3: bool
     sam3_statement: str
     disk_needs: tuple[DiskNeed, ...]
@@ -156,7 +154,7 @@ def make_plan(
     settings: EnvSettings,
     *,
     existing: ExistingEnv | None = None,
-    backend: Backend | None = None,
+    backend: Sam3Implementation | None = None,
     build: str | None = None,
     answers: tuple[SourceAnswer, ...] | None = None,
 ) -> InstallPlan:
@@ -166,9 +164,10 @@ def make_plan(
     a torch source that did not answer gives way to its fallback, if it has one,
     and a dead package index or torch source is a problem before any download.
     """
-    if backend is not None and backend not in BACKENDS:
+    if backend is not None and backend not in SAM3_IMPLEMENTATIONS:
         raise ConfigError(
-            f"{backend!r} is not a SAM 3 backend.", hint=f"Choose one of {', '.join(BACKENDS)}."
+            f"{backend!r} is not a SAM 3 backend.",
+            hint=f"Choose one of {', '.join(SAM3_IMPLEMENTATIONS)}.",
         )
     problems: list[str] = []
     warnings: list[str] = []
@@ -181,7 +180,7 @@ def make_plan(
     if python is None:
         problems.append(python_reason)
 
-    chosen: Backend = backend or ("meta" if choice.gpu_ready else "transformers")
+    chosen: Sam3Implementation = backend or ("meta" if choice.gpu_ready else "transformers")
     backend_reason, can_run, statement = _backend(machine, choice, chosen, backend is not None)
     if chosen == "meta" and not choice.gpu_ready:
         problems.append(
@@ -280,7 +279,7 @@ def _choose_python(machine: Machine, spec: ModelEnvSpec) -> tuple[PythonInstall 
 
 
 def _backend(
-    machine: Machine, choice: BuildChoice, chosen: Backend, asked: bool
+    machine: Machine, choice: BuildChoice, chosen: Sam3Implementation, asked: bool
 ) -> tuple[str, bool, str]:
     """(reason, can_run_sam3, statement)."""
     on_cpu = f"the transformers backend runs on the CPU, {_CPU_SPEED}"

@@ -52,12 +52,13 @@ from geolibre_env.model_env import (
     venv_dir,
     write_json_atomic,
 )
+from geolibre_env.process_tree import kill_tree
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
 from geolibre_env.uv.progress import UvProgress
-from geolibre_env.uv.runner import UvTool, find_uv, kill_tree, stream_uv, uv_environment
+from geolibre_env.uv.runner import UvTool, find_uv, stream_uv, uv_environment
 from geolibre_env.weights.models import fetch_model
 from geolibre_env.weights.sam3 import fetch_weights, store_token
 

@@ -37,10 +37,9 @@ from geolibre_env.redact import redact, redact_mapping, redact_url
 from geolibre_env.report.ports_check import check_ports
 from geolibre_env.report.types import Check, Report
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.spec import ModelEnvSpec, Sam3Implementation, load_spec
 from geolibre_env.uv.runner import find_uv
 from geolibre_env.weights.availability import planned_backend, weights_verdict
-from geolibre_env.weights.sam3 import Backend
 
 NETWORK_SETTINGS = (
     "HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "https_proxy", "http_proxy",
@@ -184,7 +183,7 @@ def check_weights(
     settings: EnvSettings,
     spec: ModelEnvSpec,
     active: ActiveEnvironment | None,
-    planned: Backend | None = None,
+    planned: Sam3Implementation | None = None,
 ) -> Check:
     """The weights of the SAM 3 implementation that will run: the installed environment's
     (its plan's choice), else the one a new install would choose (``planned``)."""

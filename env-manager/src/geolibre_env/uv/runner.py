@@ -22,6 +22,7 @@ from pathlib import Path
 
 from geolibre_env.errors import InstallCancelledError, ToolError
 from geolibre_env.net.trust import uv_tls_environment
+from geolibre_env.process_tree import ask_for_parent_death_signal, kill_tree
 from geolibre_env.progress import CancelToken
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
@@ -213,12 +214,6 @@ def installed_pythons(uv: UvTool, settings: EnvSettings) -> list[tuple[str, str]
     return found
 
 
-def _linux_parent_death_kill() -> None:  # pragma: no cover - runs in the child
-    import ctypes
-
-    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
-
-
 def stream_uv(
     uv: UvTool,
     args: Sequence[str],
@@ -271,7 +266,7 @@ def stream_lines(
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     kwargs: dict[str, object] = {}
     if sys.platform.startswith("linux"):
-        kwargs["preexec_fn"] = _linux_parent_death_kill
+        kwargs["preexec_fn"] = ask_for_parent_death_signal
     elif sys.platform == "win32":
         kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
     proc = subprocess.Popen(
@@ -324,18 +319,3 @@ def stream_lines(
 
 
 CANCEL_HINT = "Nothing that worked before was changed; run the install again to resume."
-
-
-def kill_tree(pid: int) -> None:
-    """SIGKILL a process and all its descendants (psutil; works on every platform)."""
-    import psutil
-
-    try:
-        root = psutil.Process(pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.kill()
-    psutil.wait_procs(procs, timeout=5)

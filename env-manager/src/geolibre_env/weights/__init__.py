@@ -17,8 +17,6 @@ from geolibre_env.weights.availability import (
 )
 from geolibre_env.weights.models import OTHER_MODELS, install_command, model_weights
 from geolibre_env.weights.sam3 import (
-    BACKENDS,
-    Backend,
     WeightsStatus,
     active_weights_status,
     fetch_weights,
@@ -27,14 +25,12 @@ from geolibre_env.weights.sam3 import (
 )
 
 __all__ = [
-    "BACKENDS",
     "FOREIGN_SOURCES",
     "MANAGED_SOURCE",
     "NOT_CHECKED_CMD",
     "NOT_CHECKED_URL",
     "OTHER_MODELS",
     "Availability",
-    "Backend",
     "WeightsStatus",
     "WeightsVerdict",
     "active_weights_status",

@@ -17,14 +17,14 @@ from typing import Any
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.model_env import ActiveEnvironment
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import ModelEnvSpec, load_spec
+from geolibre_env.spec import ModelEnvSpec, Sam3Implementation, load_spec
 from geolibre_env.weights.models import (
     OTHER_MODELS,
     ModelWeights,
     install_command,
     model_weights,
 )
-from geolibre_env.weights.sam3 import Backend, WeightsStatus, active_weights_status, planned_backend
+from geolibre_env.weights.sam3 import WeightsStatus, active_weights_status, planned_backend
 
 INSTALL_IN_APP = "press Install in the app's ML settings"
 # How the supervisor names a launch from the managed environment (LaunchSpec.source).
@@ -44,7 +44,7 @@ NOT_CHECKED_CMD = (
 class WeightsVerdict:
     """What the weights of one SAM 3 implementation mean for segmentation."""
 
-    backend: Backend
+    backend: Sam3Implementation
     status: WeightsStatus | None  # None: they could not be looked at (see ``error``)
     error: str | None = None
     # The other SAM 3 checkpoints samgeo-api offers, and whether meta (their only
@@ -129,7 +129,7 @@ def weights_verdict(
     settings: EnvSettings,
     active: ActiveEnvironment | None,
     *,
-    backend: Backend | None = None,
+    backend: Sam3Implementation | None = None,
     spec: ModelEnvSpec | None = None,
 ) -> WeightsVerdict:
     """The weights for ``backend`` (default: the plan's choice) in the active environment."""

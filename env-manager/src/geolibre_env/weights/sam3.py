@@ -23,7 +23,7 @@ from geolibre_env.paths import Paths
 from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.redact import register_secret
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import ModelEnvSpec
+from geolibre_env.spec import SAM3_IMPLEMENTATIONS, ModelEnvSpec, Sam3Implementation
 from geolibre_env.weights.hub_cache import RepoCache
 from geolibre_env.weights.hub_errors import (
     TOKENS_PAGE,
@@ -36,9 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Backend = Literal["meta", "transformers"]
 Route = Literal["hub", "checkpoint", "none"]
-BACKENDS: tuple[Backend, ...] = ("meta", "transformers")
 # Which files each backend needs, as last fetched (the transformers set comes
 # from the Hub's listing, so it cannot be known offline otherwise).
 MANIFEST_NAME = "geolibre-weights.json"
@@ -110,7 +108,7 @@ class WeightsStatus:
     """What the chosen backend would find on disk; no secrets, no network."""
 
     route: Route
-    backend: Backend
+    backend: Sam3Implementation
     present: bool
     repo: str
     commit: str | None
@@ -139,7 +137,7 @@ def weights_status(
     settings: EnvSettings,
     spec: ModelEnvSpec,
     *,
-    backend: Backend,
+    backend: Sam3Implementation,
     site_packages: Path | None,
     checkpoint: Path | None = None,
 ) -> WeightsStatus:
@@ -196,31 +194,31 @@ def active_weights_status(
     spec: ModelEnvSpec,
     active: ActiveEnvironment | None,
     *,
-    backend: Backend | None = None,
+    backend: Sam3Implementation | None = None,
 ) -> WeightsStatus:
     """:func:`weights_status` for ``backend``, by default the one the active environment
     was built for (its install plan's choice)."""
-    chosen: Backend = backend or planned_backend(active, "meta") or "meta"
+    chosen: Sam3Implementation = backend or planned_backend(active, "meta") or "meta"
     return weights_status(
         settings, spec, backend=chosen, site_packages=active.site_packages if active else None
     )
 
 
 def planned_backend(
-    active: ActiveEnvironment | None, fallback: Backend | None = None
-) -> Backend | None:
+    active: ActiveEnvironment | None, fallback: Sam3Implementation | None = None
+) -> Sam3Implementation | None:
     """The SAM 3 implementation that runs for requests that do not name one: the one
     the install plan chose, recorded in the environment (``fallback`` without one)."""
     if active is None:
         return fallback
     recorded = active.record.get("sam3_backend")
-    chosen: Backend = recorded if recorded in BACKENDS else "meta"
+    chosen: Sam3Implementation = recorded if recorded in SAM3_IMPLEMENTATIONS else "meta"
     # A plan may choose meta for a GPU that verification then found unusable: the
     # sidecar sends such requests to transformers (geolibre_sidecar.sam3_modes).
     return chosen if active.record.get("cuda_working") else "transformers"
 
 
-def backend_environment(
+def weights_variables(
     settings: EnvSettings, spec: ModelEnvSpec, status: WeightsStatus
 ) -> dict[str, str]:
     """The variables samgeo-api runs with; never the token (huggingface_hub reads
@@ -239,7 +237,7 @@ def fetch_weights(
     settings: EnvSettings,
     spec: ModelEnvSpec,
     *,
-    backend: Backend,
+    backend: Sam3Implementation,
     token: str | None = None,
     site_packages: Path | None = None,
     progress: ProgressSink = discard,
@@ -307,7 +305,7 @@ def fetch_weights(
 
 # Small helpers -------------------------------------------------------------------
 def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
+    if backend not in SAM3_IMPLEMENTATIONS:
         raise ConfigError(f"Unknown SAM 3 backend {backend!r}.", hint="Use meta or transformers.")
 
 
@@ -329,7 +327,7 @@ def _nonempty_file(path: Path) -> bool:
         return False
 
 
-def _check_checkpoint(checkpoint: Path, backend: Backend, repo: str) -> None:
+def _check_checkpoint(checkpoint: Path, backend: Sam3Implementation, repo: str) -> None:
     if backend != "meta":
         raise WeightsError(
             "A local SAM 3 checkpoint serves the meta backend only; the transformers "
@@ -361,7 +359,7 @@ def _checkpoint_problem(path: Path) -> str | None:
 
 
 def _expected_files(
-    paths: Paths, spec: ModelEnvSpec, backend: Backend, commit: str | None
+    paths: Paths, spec: ModelEnvSpec, backend: Sam3Implementation, commit: str | None
 ) -> dict[str, int | None]:
     entry = _read_manifest(paths).get(backend, {})
     if commit and entry.get("repo") == spec.weights.repo and entry.get("commit") == commit:
@@ -380,7 +378,7 @@ def _read_manifest(paths: Paths) -> dict[str, Any]:
 
 
 def record_weight_files(
-    paths: Paths, backend: Backend, repo: str, commit: str, files: dict[str, int]
+    paths: Paths, backend: Sam3Implementation, repo: str, commit: str, files: dict[str, int]
 ) -> None:
     """Remember which files (and sizes) ``backend`` needs at ``commit``: the transformers
     set comes from the Hub's listing, so an offline status check needs this record."""

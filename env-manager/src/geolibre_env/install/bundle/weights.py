@@ -18,10 +18,9 @@ from typing import Any
 
 from geolibre_env.errors import WeightsError
 from geolibre_env.settings import EnvSettings
-from geolibre_env.spec import ModelEnvSpec
+from geolibre_env.spec import ModelEnvSpec, Sam3Implementation
 from geolibre_env.weights.hub_cache import COMMIT_SHA, SAFE_NAME, RepoCache, check_repo_filename
 from geolibre_env.weights.sam3 import (
-    Backend,
     WeightsStatus,
     record_weight_files,
     vocab_path,
@@ -47,7 +46,7 @@ class BundledWeights:
     repo: str
     revision: str
     commit: str
-    backend: Backend
+    backend: Sam3Implementation
     files: tuple[BundledWeightFile, ...]
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,7 +82,9 @@ class BundledWeights:
         )
 
 
-def cached_weights(settings: EnvSettings, spec: ModelEnvSpec, backend: Backend) -> BundledWeights:
+def cached_weights(
+    settings: EnvSettings, spec: ModelEnvSpec, backend: Sam3Implementation
+) -> BundledWeights:
     """The files ``fetch_weights`` laid out for ``backend``, read from the cache."""
     status = weights_status(settings, spec, backend=backend, site_packages=None)
     if not status.present or status.commit is None or status.route != "hub":
