@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from geolibre_env.backend.launch import managed_launch_variables
 from geolibre_env.install.bundle.archive import MANIFEST, file_digest
-from geolibre_env.install.bundle.export import describe_target, hub_launcher
+from geolibre_env.install.bundle.export import hub_launcher
+from geolibre_env.install.bundle.target import describe_target
 from geolibre_env.install.verify import run_probe
 from geolibre_env.machine.detect import normalize_arch, os_name
 from geolibre_env.model_env import active_environment

@@ -7,22 +7,25 @@ traceback only to the install log.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import logging
 import logging.handlers
-import signal
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
 
 from geolibre_env import __version__
+from geolibre_env.cli_io import (
+    JsonLines,
+    cancel_when_parent_exits,
+    configure_logging,
+    install_signals,
+    progress_sink,
+    read_token,
+    screen,
+)
 from geolibre_env.errors import GeoLibreError, InstallCancelledError
 from geolibre_env.install.protocol import (
     EVENT_ERROR,
-    EVENT_PROGRESS,
     EVENT_RESULT,
     EXIT_CANCELLED,
     EXIT_ERROR,
@@ -40,130 +43,28 @@ from geolibre_env.install.protocol import (
     OPT_TOKEN_STDIN,
     SAM3_IMPLEMENTATIONS,
 )
-from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink
-from geolibre_env.redact import RedactingFilter, register_secret
+from geolibre_env.progress import CancelToken
 from geolibre_env.screen_text import fit, terminal_width
 from geolibre_env.settings import EnvSettings
 
 log = logging.getLogger("geolibre.cli")
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def _configure_logging(settings: EnvSettings, verbose: bool) -> None:
-    logger = logging.getLogger("geolibre")
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
-    redacting = RedactingFilter()
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    console.addFilter(redacting)
-    handlers: list[logging.Handler] = [console]
-    try:
-        settings.paths.logs.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
-            settings.paths.install_log, maxBytes=5 * 1024 * 1024, backupCount=3, encoding="utf-8"
-        )
-        file_handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-        )
-        file_handler.addFilter(redacting)
-        handlers.append(file_handler)
-    except OSError:
-        pass
-    logger.handlers[:] = handlers
-
-
-def _screen(text: str) -> str:
-    """A report for stdout: wrapped to the terminal's width when it is one."""
-    return fit(text, terminal_width(sys.stdout))
-
-
-class JsonLines:
-    """``--events``: one JSON object per line on stdout, for the sidecar to read."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self._lock = threading.Lock()
-
-    def write(self, data: dict[str, Any]) -> None:
-        with self._lock:
-            self.stream.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
-            self.stream.flush()
-
-    def __call__(self, event: ProgressEvent) -> None:
-        self.write({"event": EVENT_PROGRESS, **event.to_dict()})
-
-
-def _read_token(args: argparse.Namespace, settings: EnvSettings) -> str | None:
-    """From a file, stdin, a hidden prompt, or HF_TOKEN; never echoed or logged."""
-    token: str | None = None
-    if getattr(args, "token_file", None):
-        try:
-            token = Path(args.token_file).expanduser().read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise GeoLibreError(
-                f"Cannot read the token file {args.token_file}: {exc.strerror}."
-            ) from None
-    elif getattr(args, "token_stdin", False):
-        token = sys.stdin.readline().strip()
-    elif getattr(args, "ask_token", False):
-        token = getpass.getpass("Hugging Face token (input hidden): ").strip()
-    token = token or settings.hub_token
-    register_secret(token)
-    return token or None
-
-
-def _install_signals(cancel: CancelToken) -> None:
-    """First Ctrl-C (or SIGTERM) cancels cleanly; a second one exits at once."""
-
-    def handler(signum: int, _frame: object) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        cancel.cancel()
-
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), handler)
-
-
-def _cancel_when_parent_exits(pid: int, cancel: CancelToken) -> None:
-    """The sidecar that started us died: stop the way a cancel would (clean, resumable)."""
-    from geolibre_env.process_tree import ParentWatch
-
-    def on_parent_gone() -> None:
-        log.warning("the parent process %d exited; cancelling the install", pid)
-        cancel.cancel()
-
-    ParentWatch(pid).watch_in_thread(on_parent_gone)
-
-
-def _progress_sink(args: argparse.Namespace) -> tuple[ProgressSink, Callable[[], None]]:
-    if getattr(args, "events", False):
-        return JsonLines(sys.stdout), lambda: None
-    if getattr(args, "json", False):
-        return (lambda _e: None), lambda: None
-    from geolibre_env.terminal_progress import TerminalProgress
-
-    bar = TerminalProgress(sys.stderr)
-    return bar, bar.finish
 
 
 def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool = False) -> int:
     from geolibre_env.install.provision import InstallRequest, Provisioner
 
     cancel = CancelToken()
-    _install_signals(cancel)
+    install_signals(cancel)
     if getattr(args, "parent_pid", None):
-        _cancel_when_parent_exits(args.parent_pid, cancel)
-    sink, finish = _progress_sink(args)
+        cancel_when_parent_exits(args.parent_pid, cancel)
+    sink, finish = progress_sink(args)
     provisioner = Provisioner(settings, progress=sink, cancel=cancel)
     bundle = getattr(args, "from_bundle", None)
     if getattr(args, "dry_run", False) and bundle is not None:
         return _describe_bundle(Path(bundle).expanduser(), as_json=args.json)
     if getattr(args, "dry_run", False):
         plan = provisioner.plan(backend=args.backend, build=args.build)
-        print(json.dumps(plan.to_dict(), indent=2) if args.json else _screen(plan.format_text()))
+        print(json.dumps(plan.to_dict(), indent=2) if args.json else screen(plan.format_text()))
         return EXIT_OK if plan.ok else EXIT_ERROR
     model = getattr(args, "model", None)
     if model and model != provisioner.spec.weights.repo:
@@ -174,7 +75,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
         model=model,
         backend=args.backend,
         build=getattr(args, "build", None),
-        token=_read_token(args, settings),
+        token=read_token(args, settings),
         checkpoint=Path(args.checkpoint).expanduser() if args.checkpoint else None,
         wait=args.wait,
         weights=not args.no_weights,
@@ -206,7 +107,7 @@ def cmd_install(args: argparse.Namespace, settings: EnvSettings, *, repair: bool
 def _describe_bundle(archive: Path, *, as_json: bool) -> int:
     """``install --from BUNDLE --dry-run``: what the bundle is for (its manifest only)."""
     from geolibre_env.install.bundle.archive import read_manifest
-    from geolibre_env.install.bundle.export import describe_target
+    from geolibre_env.install.bundle.target import describe_target
 
     manifest = read_manifest(archive)
     data = {k: manifest.data.get(k) for k in ("target", "spec", "created_by", "plan")}
@@ -223,13 +124,14 @@ def _describe_bundle(archive: Path, *, as_json: bool) -> int:
 
 
 def cmd_bundle_export(args: argparse.Namespace, settings: EnvSettings) -> int:
-    from geolibre_env.install.bundle.export import BundleExporter, ExportTarget, describe_target
+    from geolibre_env.install.bundle.export import BundleExporter
+    from geolibre_env.install.bundle.target import ExportTarget, describe_target
     from geolibre_env.spec import load_spec
     from geolibre_env.uv.runner import find_uv
 
     cancel = CancelToken()
-    _install_signals(cancel)
-    sink, finish = _progress_sink(args)
+    install_signals(cancel)
+    sink, finish = progress_sink(args)
     target = ExportTarget(
         os=args.os, arch=args.arch, python=args.python, build=args.build, backend=args.backend
     )
@@ -240,7 +142,7 @@ def cmd_bundle_export(args: argparse.Namespace, settings: EnvSettings) -> int:
         result = exporter.export(
             target,
             Path(args.output).expanduser() if args.output else None,
-            token=_read_token(args, settings),
+            token=read_token(args, settings),
         )
     finally:
         finish()
@@ -311,7 +213,7 @@ def cmd_status(args: argparse.Namespace, settings: EnvSettings) -> int:
     from geolibre_env.report.state import collect_status, format_status
 
     data = collect_status(settings)
-    print(json.dumps(data, indent=2, default=str) if args.json else _screen(format_status(data)))
+    print(json.dumps(data, indent=2, default=str) if args.json else screen(format_status(data)))
     return EXIT_OK
 
 
@@ -421,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     try:
         settings = EnvSettings.from_environ()
-        _configure_logging(settings, args.verbose)
+        configure_logging(settings, args.verbose)
         code = args.handler(args, settings)
     except InstallCancelledError as exc:
         _report_error(args, exc)

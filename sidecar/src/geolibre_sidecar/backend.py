@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Protocol
@@ -22,14 +21,11 @@ from geolibre_env.backend import (
     LaunchSpec,
     Supervisor,
     explain_answer,
-    managed_launch_variables,
+    resolve_launch,
 )
-from geolibre_env.errors import GeoLibreError, NotInstalledError
-from geolibre_env.model_env import active_environment
+from geolibre_env.errors import GeoLibreError
 from geolibre_env.redact import redact, redact_url
 from geolibre_env.weights import (
-    FOREIGN_SOURCES,
-    MANAGED_SOURCE,
     NOT_CHECKED_URL,
     WeightsVerdict,
 )
@@ -45,7 +41,6 @@ log = logging.getLogger("geolibre.sidecar")
 EXTERNAL_PROBE_INTERVAL_S = 5.0
 EXTERNAL_PROBE_TIMEOUT_S = 3.0
 # Variables of ours that the model server has no business seeing.
-_PRIVATE_PREFIXES = ("GEOLIBRE_",)
 
 
 class Backend(Protocol):
@@ -82,21 +77,6 @@ class Backend(Protocol):
     async def aclose(self) -> None: ...
 
 
-def inherited_environment(settings: SidecarSettings, *, managed: bool) -> dict[str, str]:
-    """The model server's environment: ours minus our secrets, unbuffered output."""
-    env = {
-        key: value
-        for key, value in settings.env.environ.items()
-        if not key.startswith(_PRIVATE_PREFIXES)
-    }
-    if managed:
-        # The managed environment keeps its token in its own HF_HOME.
-        env.pop("HF_TOKEN", None)
-        env.pop("HUGGING_FACE_HUB_TOKEN", None)
-    env["PYTHONUNBUFFERED"] = "1"  # output as it happens: start-up progress shows in the log
-    return env
-
-
 def _reason(exc: httpx.TransportError | UpstreamError) -> str:
     """Our client's errors read as a phrase; httpx's are named by their class."""
     return str(exc) if isinstance(exc, UpstreamError) else exc.__class__.__name__
@@ -130,27 +110,7 @@ class ManagedBackend:
         self.gate = WeightsGate(settings)
 
     def _resolve_launch(self) -> LaunchSpec:
-        settings = self.settings
-        if settings.samgeo_cmd:
-            return LaunchSpec(
-                settings.samgeo_cmd,
-                inherited_environment(settings, managed=False),
-                FOREIGN_SOURCES[0],
-            )
-        active = active_environment(settings.env.paths)
-        if active is not None:
-            env = inherited_environment(settings, managed=True)
-            env.update(managed_launch_variables(settings.env, active))
-            return LaunchSpec((str(active.server),), env, MANAGED_SOURCE)
-        on_path = shutil.which("samgeo-api", path=settings.env.environ.get("PATH"))
-        if on_path:
-            return LaunchSpec(
-                (on_path,), inherited_environment(settings, managed=False), FOREIGN_SOURCES[1]
-            )
-        raise NotInstalledError(
-            "The model backend is not installed.",
-            hint="Install it from the app (Install model backend) or run `geolibre-ml install`.",
-        )
+        return resolve_launch(self.settings.env, samgeo_cmd=self.settings.samgeo_cmd)
 
     @property
     def state(self) -> str:

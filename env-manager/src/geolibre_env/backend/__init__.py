@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geolibre_env.backend.exit_causes import HINTS, ExitCause, Explanation, explain_answer
-    from geolibre_env.backend.launch import managed_launch_variables
+    from geolibre_env.backend.launch import managed_launch_variables, resolve_launch
     from geolibre_env.backend.record import BackendRecord, read_record
     from geolibre_env.backend.restart_policy import RestartPolicy
     from geolibre_env.backend.supervisor import (
@@ -30,6 +30,7 @@ _WHERE = {
     "Explanation": "exit_causes",
     "explain_answer": "exit_causes",
     "managed_launch_variables": "launch",
+    "resolve_launch": "launch",
     "BackendRecord": "record",
     "read_record": "record",
     "RestartPolicy": "restart_policy",
@@ -54,6 +55,7 @@ __all__ = [
     "explain_answer",
     "managed_launch_variables",
     "read_record",
+    "resolve_launch",
 ]
 
 

@@ -9,7 +9,6 @@ this module is redacted.
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
 import time
@@ -33,8 +32,9 @@ from geolibre_env.machine.nvidia import classify_nvidia_smi_failure, nvidia_smi_
 from geolibre_env.machine.torch_build import choose_build
 from geolibre_env.model_env import ActiveEnvironment, active_environment, read_json
 from geolibre_env.net.trust import check_ca_bundle, insecure_settings
-from geolibre_env.redact import redact, redact_mapping, redact_url
+from geolibre_env.redact import redact, redact_url
 from geolibre_env.report.ports_check import check_ports
+from geolibre_env.report.sidecar import check_sidecar
 from geolibre_env.report.types import Check, Report
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, Sam3Implementation, load_spec
@@ -339,19 +339,6 @@ def check_tools(settings: EnvSettings) -> Check:
     )  # fmt: skip
 
 
-def check_sidecar(sidecar: Mapping[str, Any] | None) -> Check:
-    if sidecar is None:
-        return Check("sidecar", "Sidecar", "ok", "Not asked through a running sidecar.")
-    facts = redact_mapping(dict(sidecar))
-    settings = ", ".join(f"{k}={v}" for k, v in sorted((facts.get("env") or {}).items()))
-    return Check(
-        "sidecar", "Sidecar", "ok",
-        f"geolibre-sidecar {facts.get('version')} (pid {facts.get('pid')}, Python "
-        f"{facts.get('python')}); settings: {settings or 'defaults'}.",
-        data=facts,
-    )  # fmt: skip
-
-
 def run_diagnostics(
     settings: EnvSettings,
     *,
@@ -391,11 +378,3 @@ def run_diagnostics(
     report = Report(checks)
     report.seconds = time.monotonic() - started
     return report
-
-
-def sidecar_facts(environ: Mapping[str, str], version: str) -> dict[str, Any]:
-    """A sidecar's own facts as the report shows them (secrets masked)."""
-    # Empty variables are what a launcher passes when a setting is left alone: noise here.
-    ours = {k: v for k, v in environ.items() if k.startswith(("GEOLIBRE_", "UV_", "HF_")) and v}
-    facts = {"pid": os.getpid(), "python": sys.version.split()[0], "version": version, "env": ours}
-    return redact_mapping(facts)

@@ -17,7 +17,6 @@ The weights come from the Hub cache (fetched first, resumably, if missing).
 from __future__ import annotations
 
 import hashlib
-import platform
 import shutil
 import sys
 import time
@@ -30,19 +29,17 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from geolibre_env import __version__
-from geolibre_env.errors import ConfigError, InstallCancelledError, InstallError, ToolError
+from geolibre_env.errors import InstallCancelledError, InstallError, ToolError
 from geolibre_env.install.bundle.archive import FORMAT, FORMAT_VERSION, file_digest, write_bundle
+from geolibre_env.install.bundle.target import (
+    UV_PLATFORMS,
+    ExportTarget,
+    target_plan,
+)
 from geolibre_env.install.bundle.weights import cached_weights
 from geolibre_env.install.failures import ClassifiedInstallError, classify_install_failure
-from geolibre_env.install.plan import InstallPlan, make_plan
+from geolibre_env.install.plan import InstallPlan
 from geolibre_env.install.sources import IndexSource, netloc
-from geolibre_env.machine.detect import (
-    Machine,
-    PythonInstall,
-    detect_machine,
-    normalize_arch,
-    os_name,
-)
 from geolibre_env.net.http_client import make_client, transport_failure
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
 from geolibre_env.settings import EnvSettings
@@ -53,29 +50,7 @@ from geolibre_env.weights.sam3 import fetch_weights, vocab_path
 COMPILE_TIMEOUT_S = 600.0
 DOWNLOAD_BLOCK_BYTES = 1 << 20
 PROGRESS_EVERY_S = 0.2
-TARGET_PYTHON = "(the target computer's Python)"
 HUB_PACKAGES = ("huggingface-hub", "hf-xet")
-# uv's names for the platforms PyTorch publishes wheels for (torch 2.14's Linux
-# wheels are manylinux_2_28).
-UV_PLATFORMS = {
-    ("linux", "x86_64"): "x86_64-manylinux_2_28",
-    ("linux", "arm64"): "aarch64-manylinux_2_28",
-    ("windows", "x86_64"): "x86_64-pc-windows-msvc",
-    ("windows", "arm64"): "aarch64-pc-windows-msvc",
-    ("macos", "arm64"): "aarch64-apple-darwin",
-    ("macos", "x86_64"): "x86_64-apple-darwin",
-}
-
-
-@dataclass(frozen=True)
-class ExportTarget:
-    """The computer the bundle is for; unset fields mean "like this one"."""
-
-    os: str | None = None
-    arch: str | None = None
-    python: str | None = None  # "3.12"
-    build: str | None = None  # "cpu", "cu126", ...
-    backend: str | None = None  # "meta" | "transformers"
 
 
 @dataclass
@@ -115,53 +90,6 @@ class LockedWheel:
     @property
     def filename(self) -> str:
         return unquote(urlsplit(self.url).path.rsplit("/", 1)[-1])
-
-
-def target_machine(
-    settings: EnvSettings, spec: ModelEnvSpec, uv: UvTool, target: ExportTarget
-) -> tuple[Machine, bool]:
-    """This computer (``True``), or a described one, as the planner sees it."""
-    local = (os_name(platform.system()), normalize_arch(platform.machine()))
-    system, arch = target.os or local[0], target.arch or local[1]
-    if (system, arch) not in UV_PLATFORMS:
-        known = ", ".join(f"--os {o} --arch {a}" for o, a in UV_PLATFORMS)
-        raise ConfigError(f"There are no wheels for {system} {arch}.", hint=f"Use one of {known}.")
-    chosen = (PythonInstall(version=target.python, path=TARGET_PYTHON),) if target.python else ()
-    if (system, arch) == local:
-        here = detect_machine(settings, uv=uv, pythons=chosen or None)
-        # Disk figures are the target's business: this computer only writes the file.
-        return replace(here, disks=()), True
-    machine = Machine(
-        os=system,
-        arch=arch,
-        cpu_count=None,
-        memory_total_bytes=None,
-        gpus=(),
-        driver_version=None,
-        driver_source=None,
-        # Another computer: its GPU cannot be checked from here, only trusted (--build).
-        nvidia_smi_error="not checked: the bundle is for another computer",
-        apple_silicon=system == "macos" and arch == "arm64",
-        # Without --python: the spec's first choice.
-        pythons=chosen or (PythonInstall(version=spec.pythons[0], path=TARGET_PYTHON),),
-        disks=(),
-    )
-    return machine, False
-
-
-def target_plan(
-    settings: EnvSettings, spec: ModelEnvSpec, uv: UvTool, target: ExportTarget
-) -> tuple[InstallPlan, Machine]:
-    machine, local = target_machine(settings, spec, uv, target)
-    # Another computer's GPU cannot be seen from here: CPU unless --build says otherwise.
-    build = target.build or (None if local else spec.torch_cpu.name)
-    plan = make_plan(machine, spec, settings, build=build, backend=target.backend)  # type: ignore[arg-type]
-    if not plan.ok:
-        raise InstallError(
-            "No bundle can be made for that computer: " + " ".join(plan.problems),
-            hint="Choose the target with --os, --arch, --python, --build and --backend.",
-        )
-    return plan, machine
 
 
 class BundleExporter:
@@ -432,12 +360,3 @@ def _index_credentials(settings: EnvSettings, plan: InstallPlan) -> dict[str, ht
             user, password = unquote(parts.username), unquote(parts.password or "")
             found[netloc(url)] = httpx.BasicAuth(user, password)
     return found
-
-
-def describe_target(target: dict[str, Any]) -> str:
-    """``Linux x86_64, Python 3.12, cpu build, transformers backend``."""
-    labels = {"linux": "Linux", "windows": "Windows", "macos": "macOS"}
-    return (
-        f"{labels.get(target['os'], target['os'])} {target['arch']}, Python {target['python']}, "
-        f"{target['build']} build, {target['backend']} backend"
-    )

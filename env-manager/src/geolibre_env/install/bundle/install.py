@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from geolibre_env.errors import ConfigError, WeightsError
 from geolibre_env.install.bundle.archive import BundleError, OpenedBundle, open_bundle
-from geolibre_env.install.bundle.export import describe_target
+from geolibre_env.install.bundle.target import describe_target
 from geolibre_env.install.bundle.weights import BundledWeights, place_weights
 from geolibre_env.install.plan import InstallPlan, Reason
 from geolibre_env.install.planning import make_install_plan
