@@ -1,5 +1,5 @@
-"""Process mechanics written once: the pid identity rule, killing a tree, watching
-the parent, and Linux's parent-death signal.
+"""Process mechanics written once: the pid identity rule, killing a tree, signalling
+a process group, watching the parent, and Linux's parent-death signal.
 
 Used by the uv runner and the installer CLI, the backend's guard and supervisor,
 and the launcher in tauri-bridge. Only the *how*; who to stop and when is the
@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 import psutil
 
@@ -55,6 +58,34 @@ def kill_tree(pid: int, *, wait_s: float = KILL_WAIT_S) -> None:
             proc.kill()
     if wait_s > 0:
         psutil.wait_procs(procs, timeout=wait_s)
+
+
+class _Child(Protocol):
+    """What :func:`signal_group` needs of a child (``subprocess.Popen`` and
+    ``asyncio.subprocess.Process`` both fit)."""
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int | None: ...
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+
+
+def signal_group(child: _Child, signum: int) -> None:
+    """Send ``signum`` to the process group ``child`` leads (POSIX; started with
+    ``start_new_session=True``), so its own children get it too.
+
+    Windows has no groups: SIGTERM means ``terminate()``, anything else ``kill()``.
+    A child already reaped is left alone: its pid, and group, may belong to
+    another program by now. A group already gone is not an error."""
+    if child.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if sys.platform == "win32":
+            child.terminate() if signum == signal.SIGTERM else child.kill()
+        else:
+            os.killpg(child.pid, signum)
 
 
 def ask_for_parent_death_signal(signum: int = 9) -> None:  # 9: SIGKILL

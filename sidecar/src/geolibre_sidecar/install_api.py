@@ -25,6 +25,7 @@ from typing import Any
 
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.install import protocol
+from geolibre_env.process_tree import signal_group
 from geolibre_env.redact import redact, register_secret
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -260,23 +261,13 @@ class InstallJobs:
         if job is None or not job.running or proc is None:
             raise Conflict("No install is running.")
         job.cancel_requested = True
-        self._signal(proc, signal.SIGTERM)
+        signal_group(proc, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(self._reader or asyncio.sleep(0)), CANCEL_GRACE_S)
         except TimeoutError:
-            self._signal(proc, signal.SIGKILL)
+            signal_group(proc, signal.SIGKILL)
             await asyncio.wait_for(asyncio.shield(self._reader or asyncio.sleep(0)), CANCEL_GRACE_S)
         return self.snapshot() or {}
-
-    @staticmethod
-    def _signal(proc: asyncio.subprocess.Process, signum: int) -> None:
-        if proc.returncode is not None:
-            return  # reaped: its pid (and group) may belong to someone else by now
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            if sys.platform == "win32":
-                proc.terminate() if signum == signal.SIGTERM else proc.kill()
-            else:
-                os.killpg(proc.pid, signum)  # the installer and its uv, as one group
 
     async def events(self, after: int = 0) -> AsyncIterator[dict[str, Any]]:
         """Events after ``after``, then live ones until the job ends."""
