@@ -1,7 +1,8 @@
 """The managed samgeo-api process: how it is launched, supervised and explained.
 
 Mechanics (:mod:`.process`, :mod:`.process_guard`) are kept apart from the rules
-(:mod:`.supervisor`, :mod:`.restart_policy`). The names below load on first use:
+(:mod:`.supervisor`, :mod:`.running`, :mod:`.restart_policy`). The names below
+load on first use:
 ``python -m geolibre_env.backend.process_guard`` runs for as long as samgeo-api
 does and must not carry the supervisor, httpx and the weights code with it.
 """
@@ -16,11 +17,11 @@ if TYPE_CHECKING:
     from geolibre_env.backend.launch import managed_launch_variables, resolve_launch
     from geolibre_env.backend.record import BackendRecord, read_record
     from geolibre_env.backend.restart_policy import RestartPolicy
-    from geolibre_env.backend.supervisor import (
+    from geolibre_env.backend.supervisor import Supervisor
+    from geolibre_env.backend.supervisor_state import (
         BackendState,
         Health,
         LaunchSpec,
-        Supervisor,
         SupervisorConfig,
     )
 
@@ -34,11 +35,11 @@ _WHERE = {
     "BackendRecord": "record",
     "read_record": "record",
     "RestartPolicy": "restart_policy",
-    "BackendState": "supervisor",
-    "Health": "supervisor",
-    "LaunchSpec": "supervisor",
+    "BackendState": "supervisor_state",
+    "Health": "supervisor_state",
+    "LaunchSpec": "supervisor_state",
     "Supervisor": "supervisor",
-    "SupervisorConfig": "supervisor",
+    "SupervisorConfig": "supervisor_state",
 }
 
 __all__ = [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 
-from geolibre_env.backend.supervisor import LaunchSpec
+from geolibre_env.backend.supervisor_state import LaunchSpec
 from geolibre_env.errors import GeoLibreError, NotInstalledError
 from geolibre_env.model_env import ActiveEnvironment, active_environment
 from geolibre_env.settings import EnvSettings

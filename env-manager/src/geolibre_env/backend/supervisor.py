@@ -3,7 +3,10 @@ liveness that respects inference, restarts with backoff, idle unload, and
 clean-up of backends an earlier sidecar left behind.
 
 Deciding lives here; :mod:`geolibre_env.backend.process` does, and
-:mod:`geolibre_env.backend.restart_policy` holds the restart rules.
+:mod:`geolibre_env.backend.restart_policy` holds the restart rules. The tasks
+that follow a running backend are in :mod:`geolibre_env.backend.running`; the
+states, launch and config types in :mod:`geolibre_env.backend.supervisor_state`
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -12,12 +15,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
-from enum import StrEnum
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -33,73 +32,29 @@ from geolibre_env.backend.record import (
     write_record,
     write_status,
 )
-from geolibre_env.backend.restart_policy import RestartPolicy, RestartTracker
+from geolibre_env.backend.restart_policy import RestartTracker
+from geolibre_env.backend.running import RunningBackend
+from geolibre_env.backend.supervisor_state import (
+    LOOPBACK,
+    BackendState,
+    Health,
+    LaunchSpec,
+    SupervisorConfig,
+    free_port,
+)
 from geolibre_env.errors import BackendError, BackendStartError
 from geolibre_env.paths import Paths
 
 log = logging.getLogger("geolibre.supervisor")
 
-LOOPBACK = "127.0.0.1"
 ADOPT_PROBE_TIMEOUT_S = 2.0
-
-
-class BackendState(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    BUSY = "busy"
-    RESTARTING = "restarting"
-    FAILED = "failed"
-    EXTERNAL = "external"
-
-
-@dataclass(frozen=True)
-class LaunchSpec:
-    """What to run (``--host/--port`` are appended) and where it came from."""
-
-    argv: tuple[str, ...]
-    env: Mapping[str, str]
-    source: str
-    cwd: Path | None = None
-
-
-@dataclass(frozen=True)
-class SupervisorConfig:
-    start_stall_s: float = 60.0
-    start_timeout_s: float = 900.0
-    probe_interval_s: float = 0.05
-    health_interval_s: float = 10.0
-    health_timeout_s: float = 5.0
-    hang_restart_s: float = 1800.0
-    idle_unload_s: float = 0.0  # 0: never unload
-    stop_timeout_s: float = 10.0
-    port_retries: int = 2
-    policy: RestartPolicy = field(default_factory=RestartPolicy)
-
-
-@dataclass
-class Health:
-    """What the last probes said; status answers from this, never from a live probe."""
-
-    version: str | None = None
-    models: dict[str, Any] | None = None
-    last_ok_at: float | None = None
-    last_error: str | None = None
-    unresponsive_since: float | None = None
 
 
 class _PortTaken(Exception):
     pass
 
 
-def free_port(host: str = LOOPBACK) -> int:
-    """A port the OS says is free right now (a race remains; start-up retries on it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-class Supervisor:
+class Supervisor(RunningBackend):
     """Runs one samgeo-api on loopback and keeps it honest."""
 
     def __init__(
@@ -396,110 +351,6 @@ class Supervisor:
         return classify_exit(
             proc.returncode, tail, stopped_by_us=self._stopping, during_start=during_start
         )
-
-    # -- while it runs -----------------------------------------------------------
-    def _spawn_task(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _follow(self, proc: GuardedProcess) -> None:
-        """The tasks that look after a ready backend: exit, health, idle time."""
-        self._spawn_task(self._watch(proc), "backend-watch")
-        self._spawn_task(self._keep_health(proc), "backend-health")
-        if self.config.idle_unload_s > 0:
-            self._spawn_task(self._unload_when_idle(proc), "backend-idle")
-
-    async def _watch(self, proc: GuardedProcess) -> None:
-        """Notice an exit at once (we await the process; no polling for our own child)."""
-        await proc.wait()
-        if self._stopping or self._proc is not proc:
-            return
-        self._proc = None
-        clear_record(self._paths.backend_state, only_pid=proc.pid)
-        exit_report = self._classify(proc)
-        self._last_exit = exit_report
-        ready_for = self._clock() - self._ready_at if self._ready_at else None
-        self._ready_at = None
-        decision = self._tracker.on_crash(exit_report.cause, ready_for_s=ready_for)
-        if not decision.restart:
-            self._set(
-                BackendState.FAILED, f"{exit_report.summary} Not restarting: {decision.reason}."
-            )
-            return
-        self._set(BackendState.RESTARTING, f"{exit_report.summary} {decision.reason}.")
-        self._spawn_task(self._restart_after(decision.delay_s), "backend-restart")
-
-    async def _restart_after(self, delay_s: float) -> None:
-        await asyncio.sleep(delay_s)
-        if self._state is not BackendState.RESTARTING:  # a request already started it
-            return
-        self._restarts += 1
-        if self._start_task is None or self._start_task.done():
-            self._start_task = asyncio.create_task(self._start(), name="backend-start")
-        with contextlib.suppress(BackendError):
-            await asyncio.shield(self._start_task)
-
-    async def _keep_health(self, proc: GuardedProcess) -> None:
-        """Probe only while idle: a slow /health during inference is not an outage."""
-        cfg = self.config
-        await self._refresh_models()
-        while self._proc is proc:
-            await asyncio.sleep(cfg.health_interval_s)
-            if self._proc is not proc or self._in_flight:
-                continue
-            url = self.url
-            if url and await self._probe(url, timeout_s=cfg.health_timeout_s):
-                self.health.unresponsive_since = None
-                continue
-            now = time.time()
-            if self._in_flight:  # a request started while we waited: busy, not hung
-                continue
-            since = self.health.unresponsive_since = self.health.unresponsive_since or now
-            if now - since >= cfg.hang_restart_s and self._proc is proc:
-                await self.stop(
-                    cause=ExitCause.UNRESPONSIVE,
-                    summary=f"samgeo-api stopped answering for {now - since:.0f} s while idle.",
-                )
-                self._restarts += 1
-                with contextlib.suppress(BackendError):
-                    await self.ensure_ready()
-                return
-
-    async def _refresh_models(self) -> None:
-        url = self.url
-        if not url:
-            return
-        try:
-            response = await self._http.get(f"{url}/models", timeout=self.config.health_timeout_s)
-            if response.status_code == 200:
-                self.health.models = response.json()
-        except (httpx.HTTPError, ValueError):
-            pass
-
-    async def clear_models(self) -> None:
-        """Ask samgeo-api to drop every cached model (frees GPU memory)."""
-        url = self.url
-        if url:
-            await self._http.delete(f"{url}/models", timeout=None)
-            await self._refresh_models()
-
-    async def _unload_when_idle(self, proc: GuardedProcess) -> None:
-        idle_s = self.config.idle_unload_s
-        while self._proc is proc:
-            wait = self._last_activity + idle_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(min(wait, 60.0))
-                continue
-            if self._in_flight or self._state is not BackendState.READY:
-                await asyncio.sleep(min(idle_s, 60.0))
-                continue
-            await self.stop(
-                cause=ExitCause.IDLE_UNLOADED,
-                summary=f"samgeo-api was stopped after {idle_s:g} s idle to free memory; "
-                "the next request starts it again.",
-            )
-            return
 
     # -- leftovers from an earlier sidecar ------------------------------------------------
     async def recover_leftover(self) -> str | None:
