@@ -417,3 +417,41 @@ def test_backend_output_goes_to_a_log_with_secrets_redacted(managed, marker, ml_
     assert any("ConnectionError" in line for line in status["backend"]["log_tail"])
     assert status["backend"]["last_exit"]["cause"] == "network_offline"
     assert_nothing_left(sidecar, marker)
+
+
+@pytest.mark.parametrize("how", ["post", "sigterm"])
+def test_shutdown_during_a_segmentation_answers_503_and_exits_promptly(managed, marker, how):
+    sidecar = managed()
+    with sidecar.client() as client:
+        client.post("/ml/backend/start?wait=1").raise_for_status()
+    answers: list[httpx.Response | BaseException] = []
+
+    def busy() -> None:
+        with sidecar.client() as other:
+            try:
+                answers.append(segment(other, "standin:sleep=30"))
+            except httpx.HTTPError as exc:
+                answers.append(exc)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    with sidecar.client() as client:
+        wait_until(lambda: client.get("/ml/status").json()["state"] == "busy", timeout_s=10)
+        started = time.monotonic()
+        if how == "post":
+            assert client.post("/shutdown").status_code == 202
+        else:
+            sidecar.proc.send_signal(signal.SIGTERM)
+    worker.join(timeout=10)
+    answered_after = time.monotonic() - started
+    # uvicorn re-raises a signal it handled once it has shut down (as test_launcher allows).
+    assert sidecar.proc.wait(timeout=10) in (0, -signal.SIGTERM)
+    exited_after = time.monotonic() - started
+    [answer] = answers
+    assert isinstance(answer, httpx.Response), answer
+    assert answer.status_code == 503
+    assert "shutting down" in answer.json()["detail"]
+    assert answered_after < 2.0
+    assert exited_after < 4.0
+    assert "Traceback" not in sidecar.stderr()
+    assert_leftovers_gone(marker, timeout_s=10)

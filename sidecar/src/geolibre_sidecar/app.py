@@ -170,7 +170,7 @@ def create_app(
             connect_timeout_s=CONNECT_TIMEOUT_S, read_timeout_s=settings.upstream_timeout_s
         )
         sam3 = Sam3Policy(settings)
-        app.state.proxy = SegmentProxy(settings, backend, upstream, sam3)
+        app.state.proxy = SegmentProxy(settings, backend, upstream, sam3, app.state.stopping)
         facts = EnvironmentInfo(settings.env, managed=backend.mode == "managed")
 
         async def after_install() -> None:
@@ -250,6 +250,18 @@ def create_app(
         Middleware(TokenAuth, token=token),
     ]
     handlers: dict[Any, Any] = dict(EXCEPTION_HANDLERS)
-    return Starlette(
+    app = Starlette(
         routes=routes, middleware=middleware, exception_handlers=handlers, lifespan=lifespan
     )
+    app.state.stopping = asyncio.Event()
+    return app
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """The server has begun to exit (signal, ``POST /shutdown``, parent gone): requests
+    waiting on the backend get a 503 now, relays are cut, so the exit does not wait out
+    the server's grace period and then cancel them with a traceback."""
+    proxy: SegmentProxy | None = getattr(app.state, "proxy", None)
+    if proxy is not None:
+        proxy.begin_shutdown()
+    app.state.stopping.set()

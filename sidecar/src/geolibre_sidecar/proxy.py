@@ -24,6 +24,7 @@ from starlette.types import Message
 from geolibre_sidecar.backend import Backend
 from geolibre_sidecar.errors import (
     BackendTimeout,
+    BackendUnavailable,
     BadRequest,
     PayloadTooLarge,
     RequestTimeout,
@@ -49,6 +50,13 @@ class _ClientGone(Exception):
     pass
 
 
+def _shutting_down() -> BackendUnavailable:
+    return BackendUnavailable(
+        "The sidecar is shutting down; start it again and retry the request.",
+        headers={"Connection": "close"},
+    )
+
+
 class SegmentProxy:
     """Forwards segment requests to the backend; owns the in-flight cap."""
 
@@ -58,8 +66,13 @@ class SegmentProxy:
         backend: Backend,
         upstream: UpstreamClient,
         sam3: Sam3Policy | None = None,
+        stopping: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
+        # Set when the server begins to exit: requests still waiting on the backend are
+        # answered 503 at once instead of being cancelled by the server's grace timeout.
+        self.stopping = stopping or asyncio.Event()
+        self._relays: set[RelayResponse] = set()
         self.backend = backend
         self.upstream = upstream
         self.sam3 = sam3 or Sam3Policy(settings)
@@ -76,6 +89,8 @@ class SegmentProxy:
                 {"detail": f"Unknown segmentation mode {mode!r}; use text, automatic or predict."},
                 status_code=404,
             )
+        if self.stopping.is_set():
+            raise _shutting_down()
         here = self.sam3.current()
         if refusal := self.backend.weights_refusal(mode, None):
             raise refusal
@@ -223,9 +238,10 @@ class SegmentProxy:
         )
         send = asyncio.create_task(post)
         watcher = asyncio.create_task(self._client_left(request, body_done))
+        stopping = asyncio.create_task(self.stopping.wait())
         try:
             async with asyncio.timeout(self.settings.upstream_timeout_s):
-                await asyncio.wait({send, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({send, watcher, stopping}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             send.cancel()
             watcher.cancel()
@@ -233,6 +249,15 @@ class SegmentProxy:
                 f"The model backend did not answer within {self.settings.upstream_timeout_s:g} s. "
                 "Try a smaller image, or raise GEOLIBRE_ML_UPSTREAM_TIMEOUT_S."
             ) from None
+        finally:
+            stopping.cancel()
+        if self.stopping.is_set() and not send.done():
+            send.cancel()
+            watcher.cancel()
+            await asyncio.gather(send, watcher, return_exceptions=True)
+            log.info("POST /ml/segment/%s: answered 503, the sidecar is shutting down", mode)
+            await release()
+            return error_response(_shutting_down())
         if not send.done():  # the client left while the backend was working
             self._abandon(send, release, mode, started)
             return Response(status_code=499)
@@ -265,7 +290,10 @@ class SegmentProxy:
                 mode, upstream.status_code, time.monotonic() - started, sent, down,
             )  # fmt: skip
 
-        return RelayResponse(upstream, release, on_done=relayed)
+        relay = RelayResponse(upstream, release, on_done=relayed)
+        self._relays.add(relay)
+        relay.on_end(self._relays.discard)
+        return relay
 
     async def _before_release(self, mode: str, fields: dict[str, str]) -> None:
         """Last moment before the backend can act on the request: refuse what could only
@@ -306,6 +334,13 @@ class SegmentProxy:
         task = asyncio.create_task(finish(), name=f"abandoned-{mode}")
         self._abandoned_tasks.add(task)
         task.add_done_callback(self._abandoned_tasks.discard)
+
+    def begin_shutdown(self) -> None:
+        """The server is exiting: answer requests waiting on the backend with a 503 now,
+        and end answers being relayed (their connection closes; the client sees a cut)."""
+        self.stopping.set()
+        for relay in list(self._relays):
+            relay.abort()
 
     async def aclose(self) -> None:
         """Stop waiting for abandoned requests (the sidecar is stopping)."""

@@ -38,6 +38,18 @@ class RelayResponse(Response):
         self._upstream = upstream
         self._release = release
         self._on_done = on_done
+        self._on_end: list[Callable[[RelayResponse], None]] = []
+        self._aborted = False
+
+    def on_end(self, callback: Callable[[RelayResponse], None]) -> None:
+        """Call ``callback`` once the relay is over, however it ended."""
+        self._on_end.append(callback)
+
+    def abort(self) -> None:
+        """The sidecar is exiting: cut the answer now (the client sees a broken
+        response) rather than be cancelled mid-send by the server's grace timeout."""
+        self._aborted = True
+        self._upstream.abort()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         down = 0
@@ -53,6 +65,9 @@ class RelayResponse(Response):
             # Logged once the client has the whole answer, off its critical path.
             self._on_done(down)
         except UpstreamError as exc:
+            if self._aborted:
+                log.info("answer cut short: the sidecar is shutting down")
+                return
             # The status line is sent already: leave the answer unfinished, so the
             # client sees a broken response rather than a short one that looks whole.
             log.warning("backend broke while sending its answer: %s", exc)
@@ -61,6 +76,8 @@ class RelayResponse(Response):
         finally:
             await self._upstream.aclose()
             await self._release()
+            for callback in self._on_end:
+                callback(self)
 
 
 def relayed_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -174,6 +174,11 @@ class UpstreamResponse:
                     break
         return body
 
+    def abort(self) -> None:
+        """Close the connection now: a pending :meth:`aiter_raw` ends in ConnectionBroke."""
+        if self._conn is not None:
+            self._conn.close()
+
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

@@ -17,6 +17,7 @@ import os
 import secrets
 import socket
 import sys
+from types import FrameType
 from typing import TextIO
 
 from geolibre_env.process_tree import ParentWatch
@@ -113,7 +114,7 @@ def _port_holder(port: int) -> str | None:
 async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     import uvicorn
     from geolibre_env.redact import register_secret
-    from geolibre_sidecar.app import create_app
+    from geolibre_sidecar.app import begin_shutdown, create_app
     from geolibre_sidecar.logs import configure_logging
     from geolibre_sidecar.settings import SidecarSettings
 
@@ -141,6 +142,7 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
         log.info("exiting: %s", reason)
         if server is not None:
             server.should_exit = True
+        begin_shutdown(app)
 
     app = create_app(settings, token=token, request_shutdown=lambda: request_exit("POST /shutdown"))
     cap, backlog = descriptor_budget(settings.max_connections, raise_descriptor_limit())
@@ -167,6 +169,15 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     )
     server = uvicorn.Server(config)
     loop = asyncio.get_running_loop()
+    uvicorn_handle_exit = server.handle_exit
+
+    def handle_exit(sig: int, frame: FrameType | None) -> None:
+        # uvicorn installs this with signal.signal: it may run between any two
+        # bytecodes, so the app hears of the exit through the loop, not from here.
+        uvicorn_handle_exit(sig, frame)
+        loop.call_soon_threadsafe(begin_shutdown, app)
+
+    server.handle_exit = handle_exit  # type: ignore[method-assign]
     watchers: list[asyncio.Task[None]] = []
     if args.parent_pid:
         watch = ParentWatch(args.parent_pid)
