@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 FIXED_SEED = 20261130
 SLOW_S = 5.0
 LONG_ROUTES = frozenset(
-    {"/ml/backend/install/events", "/ml/diagnostics", "/ml/diagnostics/bundle", "/ml/models"}
-)
+    {"/ml/backend/install/events", "/ml/diagnostics", "/ml/diagnostics/bundle", "/ml/models",
+     "/ml/jobs/{id}/events"}
+)  # fmt: skip
 ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/health"),
     ("GET", "/ml/status"),
@@ -43,9 +44,16 @@ ROUTES: tuple[tuple[str, str], ...] = (
     ("GET", "/ml/diagnostics"),
     ("GET", "/ml/diagnostics/bundle"),
     ("POST", "/shutdown"),  # never with the right token: it would end the run
+    ("POST", "/ml/jobs"),
+    ("GET", "/ml/jobs"),
+    ("GET", "/ml/jobs/{id}"),
+    ("DELETE", "/ml/jobs/{id}"),
+    ("GET", "/ml/jobs/{id}/events"),
+    ("GET", "/ml/jobs/{id}/result"),
 )
 # How often each route is drawn: the cheap ones often, the heavy ones rarely.
-WEIGHTS = (6, 6, 2, 14, 8, 10, 1, 1, 10, 3, 2, 2, 0.3, 0.2, 1)
+WEIGHTS = (6, 6, 2, 14, 8, 10, 1, 1, 10, 3, 2, 2, 0.3, 0.2, 1, 8, 3, 3, 2, 2, 2)
+JOB_FIELDS = ("mode", "tile_size", "overlap")
 SEGMENT_FIELDS = {
     "text": ("prompt", "backend", "confidence_threshold", "model_id", "output_format",
              "min_size", "max_size"),
@@ -152,6 +160,8 @@ class Generator:
             "point_coords": "[[10, 20]]", "point_labels": "[1]", "boxes": "[[1, 2, 30, 40]]",
             "multimask_output": "false", "foreground": "true", "unique": "true",
             "points_per_side": "8", "output_format": "geojson", "min_size": "0",
+            "mode": self.rng.choice(["text", "automatic", "predict"]), "tile_size": "256",
+            "overlap": "32",
         }  # fmt: skip
         roll = rng.random()
         if roll < 0.5 and name in good:
@@ -165,10 +175,16 @@ class Generator:
     def multipart(self, mode: str) -> tuple[bytes, str]:
         rng = self.rng
         boundary = rng.choice(["B", "x" * 70, "----fuzz" + str(rng.randint(0, 10**9)), "é"])
-        names = [*SEGMENT_FIELDS.get(mode, ()), "unknown_" + self.text(5), "file", ""]
+        if mode == "jobs":
+            job_mode = rng.choice(list(SEGMENT_FIELDS))
+            names = [*SEGMENT_FIELDS[job_mode], *JOB_FIELDS, "unknown_" + self.text(5), "file", ""]
+        else:
+            names = [*SEGMENT_FIELDS.get(mode, ()), "unknown_" + self.text(5), "file", ""]
         chosen = rng.sample(names, k=rng.randint(0, min(len(names), 5)))
-        if mode == "text" and rng.random() < 0.7:
+        if mode in ("text", "jobs") and rng.random() < 0.7:
             chosen.append("prompt")
+        if mode == "jobs" and rng.random() < 0.7:
+            chosen.append("mode")
         if rng.random() < 0.8:
             chosen.append("file")
         parts = []
@@ -211,12 +227,22 @@ class Generator:
             return self.dump(self.json_value()), "application/json"
         return self.rng.randbytes(rng.randint(0, 500)), rng.choice(["application/json", ""])
 
+    def job_id(self) -> str:
+        """A job id: well-formed but unknown, or hostile (traversal, huge, odd bytes)."""
+        rng = self.rng
+        return rng.choice([
+            lambda: rng.randbytes(16).hex(), lambda: "../x", lambda: "..%2f..%2fetc",
+            lambda: "%2e%2e", lambda: "a" * rng.choice([65, 4000, 20000]), lambda: "-",
+            lambda: "%00", lambda: "%C3%A9%F0%9F%8C%8D", lambda: "%ff%fe", lambda: "jobs",
+            lambda: "".join(rng.choices(string.ascii_letters + "-._~!$&'()*+,;=:@", k=20)),
+        ])()  # fmt: skip
+
     # -- requests
     def request(self) -> tuple[bytes, str, str, bool]:
         """(raw request, method, route, long-running?)."""
         rng = self.rng
         method, route = rng.choices(ROUTES, weights=WEIGHTS)[0]
-        path = route
+        path = route.replace("{id}", self.job_id())
         if rng.random() < 0.08:
             path = rng.choice([
                 "/ml/segment/" + self.text(12), "/ml/" + self.text(20), "//ml//status",
@@ -238,13 +264,15 @@ class Generator:
         body, ctype = b"", ""
         if route.startswith("/ml/segment/"):
             body, ctype = self.multipart(route.rsplit("/", 1)[-1])
+        elif route == "/ml/jobs" and method == "POST":
+            body, ctype = self.multipart("jobs")
         elif route == "/ml/backend/install" and method == "POST":
             body, ctype = self.install_body()
         elif rng.random() < 0.05:
             body = rng.randbytes(rng.randint(1, 200))
         if ctype:
             headers.append(("Content-Type", ctype))
-        if route == "/ml/backend/install/events" or rng.random() < 0.03:
+        if route.endswith("/events") or rng.random() < 0.03:
             headers.append(("Last-Event-ID", rng.choice(["-1", "-100", "x", "99999999999", "3"])))
         for _ in range(rng.choice([0, 0, 0, 1, 3])):
             # Mostly well-formed (to reach the app); now and then bytes HTTP forbids.

@@ -4,9 +4,14 @@ traceback. The seed is printed; rerun one with GEOLIBRE_FUZZ_SEED=<seed>."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import pytest
+from geolibre_env.model_env import COMPLETE_MARKER, env_python
+from geolibre_env.paths import Paths
 
 from tests.conftest import CLOSED_HUB
 from tests.harness.fuzz import choose_seed, run_fuzz
@@ -15,10 +20,23 @@ from tests.standin.harness import make_png, start_standin
 REQUESTS = 5000
 
 
+def model_environment(home: Path) -> None:
+    """A model environment whose Python is this one: ``POST /ml/jobs`` then reads and
+    checks its upload instead of answering 409 (no model environment) at once; the
+    jobs it accepts fail in the tile runner (no rasterio here), a state, not a 5xx."""
+    root = Paths.resolve(home).envs_dir / "env-fuzz"
+    python = env_python(root)
+    python.parent.mkdir(parents=True)
+    python.symlink_to(sys.executable)
+    (root / COMPLETE_MARKER).write_text(json.dumps({"python": sys.version.split()[0]}))
+    Paths.resolve(home).active_pointer.write_text(json.dumps({"env": "env-fuzz"}))
+
+
 @pytest.fixture
-def fuzz_target(sidecar_factory, tmp_path):
+def fuzz_target(sidecar_factory, tmp_path, ml_home):
     empty = tmp_path / "no-wheels"
     empty.mkdir()
+    model_environment(ml_home)
     with start_standin() as standin:
         sidecar = sidecar_factory(
             env={
