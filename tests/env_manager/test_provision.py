@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from geolibre_env.install.lock import InstallLock
-from geolibre_env.install.provision import processes_using
+from geolibre_env.install.staging import processes_using
 from geolibre_env.install.verify import run_probe
 from geolibre_env.model_env import active_environment
 from geolibre_env.paths import Paths

@@ -181,7 +181,7 @@ def cmd_verify(args: argparse.Namespace, settings: EnvSettings) -> int:
 
 
 def cmd_uninstall(args: argparse.Namespace, settings: EnvSettings) -> int:
-    from geolibre_env.install.provision import processes_using
+    from geolibre_env.install.staging import processes_using
     from geolibre_env.install.uninstall import UninstallReport, targets, uninstall
 
     paths = settings.paths

@@ -1,8 +1,9 @@
 """Installing the model environment: plan, provision, verify, uninstall, bundles.
 
 Planning (:mod:`.plan`, :mod:`.planning`) decides; provisioning
-(:mod:`.provision`) does; :mod:`.protocol` is the contract with the sidecar.
-``model_probe`` is a script run by path with the model environment's Python.
+(:mod:`.provision`, :mod:`.build_steps`, :mod:`.staging`) does; :mod:`.protocol`
+is the contract with the sidecar. ``model_probe`` is a script run by path with
+the model environment's Python.
 
 The names below load on first use: the sidecar imports :mod:`.protocol` at
 start-up and must not pay for the whole installer (about 0.15 s) to do so.
@@ -15,22 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geolibre_env.install.plan import InstallPlan
-    from geolibre_env.install.provision import (
-        InstallRequest,
-        InstallResult,
-        Provisioner,
-        processes_using,
-        run_install,
-    )
+    from geolibre_env.install.provision import Provisioner, run_install
+    from geolibre_env.install.request import InstallRequest, InstallResult
+    from geolibre_env.install.staging import processes_using
     from geolibre_env.install.uninstall import UninstallReport
     from geolibre_env.install.verify import VerifyReport, run_probe
 
 _WHERE = {
     "InstallPlan": "plan",
-    "InstallRequest": "provision",
-    "InstallResult": "provision",
+    "InstallRequest": "request",
+    "InstallResult": "request",
     "Provisioner": "provision",
-    "processes_using": "provision",
+    "processes_using": "staging",
     "run_install": "provision",
     "UninstallReport": "uninstall",
     "VerifyReport": "verify",

@@ -1,24 +1,22 @@
 """Provisioning the model environment with uv: plan, stage, install, verify, switch.
 
-Each build happens in its own folder under ``envs/``; a journal records the
-steps so a re-run resumes. Only after verification does the build get its
-completion marker (written last inside it), and only then does ``active.json``
-switch to it (an atomic rename). A kill at any moment therefore leaves the
-previous environment, or none, in use: never a half-built one.
+Each build happens in its own folder under ``envs/`` (:mod:`.staging`); a
+journal records the steps (:mod:`.build_steps`) so a re-run resumes. Only after
+verification does the build get its completion marker (written last inside
+it), and only then does ``active.json`` switch to it (an atomic rename). A kill
+at any moment therefore leaves the previous environment, or none, in use: never
+a half-built one.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import shutil
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-
-import psutil
 
 from geolibre_env.errors import (
     GeoLibreError,
@@ -28,103 +26,44 @@ from geolibre_env.errors import (
     ToolError,
     WeightsError,
 )
+from geolibre_env.install.build_steps import BUILD_STEPS, EnvBuilder, Steps
 from geolibre_env.install.bundle.install import install_from_bundle
 from geolibre_env.install.failures import (
     KINDS,
     ClassifiedInstallError,
     InstallFailure,
-    classify_install_failure,
 )
 from geolibre_env.install.journal import Journal
 from geolibre_env.install.lock import InstallLock
 from geolibre_env.install.plan import InstallPlan
 from geolibre_env.install.planning import make_install_plan, plan_hash
 from geolibre_env.install.probe_cache import remember_probe
-from geolibre_env.install.sources import IndexSource, PackageSource, Step, torch_step_environment
+from geolibre_env.install.request import InstallRequest, InstallResult
+from geolibre_env.install.sources import IndexSource, PackageSource
+from geolibre_env.install.staging import (
+    collect_garbage,
+    staging_root,
+    stop_strays,
+)
 from geolibre_env.install.verify import VerifyReport, run_probe
 from geolibre_env.model_env import (
     COMPLETE_MARKER,
     ActiveEnvironment,
     active_environment,
-    env_python,
-    new_env_name,
     read_json,
-    venv_dir,
     write_json_atomic,
 )
-from geolibre_env.process_tree import kill_tree
-from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink, discard
+from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.redact import redact_url
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, load_spec
-from geolibre_env.uv.progress import UvProgress
-from geolibre_env.uv.runner import UvTool, find_uv, stream_uv, uv_environment
+from geolibre_env.uv.runner import UvTool, find_uv
 from geolibre_env.weights.models import fetch_model
 from geolibre_env.weights.sam3 import fetch_weights, store_token
 
-BUILD_STEPS = ("venv", "torch", "packages", "verify")
-UV_STEP_TIMEOUT_S = 4 * 3600.0  # 7 GB over a slow line; cancel is the user's stop button
-INSTALL_DIR = ".geolibre-install"
 DRY_RUN_HINT = "`geolibre-ml install --dry-run` shows the full plan and checks each source."
 # Failures outside the build folder: rebuilding a resumed build from scratch cannot help.
 EXTERNAL = frozenset(KINDS) - {"checksum", "unknown"}
-
-
-@dataclass(frozen=True)
-class InstallRequest:
-    """What the user asked for (CLI flags or the app's install request)."""
-
-    backend: str | None = None
-    build: str | None = None
-    token: str | None = field(default=None, repr=False)
-    checkpoint: Path | None = None
-    wait: bool = False
-    weights: bool = True
-    force: bool = False
-    bundle: Path | None = None  # install from this offline bundle, with no network
-    model: str | None = None  # another checkpoint to fetch (weights_models.OTHER_MODELS)
-
-
-@dataclass
-class InstallResult:
-    outcome: str  # "installed" | "up-to-date"
-    env: str
-    env_path: str
-    plan: dict[str, Any]
-    verify: dict[str, Any]
-    weights: dict[str, Any] | None = None
-    weights_error: str | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def complete(self) -> bool:
-        return self.weights_error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["complete"] = self.complete
-        return data
-
-
-class _Steps:
-    """Progress events plus per-phase timings."""
-
-    def __init__(self, sink: ProgressSink) -> None:
-        self.sink = sink
-        self.timings: dict[str, float] = {}
-
-    def emit(self, phase: str, message: str, **kwargs: Any) -> None:
-        self.sink(ProgressEvent(phase, message, **kwargs))
-
-    @contextlib.contextmanager
-    def timed(self, phase: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        finally:
-            self.timings[phase] = round(
-                self.timings.get(phase, 0.0) + time.monotonic() - started, 3
-            )
 
 
 class Provisioner:
@@ -142,7 +81,7 @@ class Provisioner:
         self.settings = settings
         self.paths = settings.paths
         self.cancel = cancel or CancelToken()
-        self._steps = _Steps(progress)
+        self._steps = Steps(progress)
         self._spec = spec
         self._uv = uv
 
@@ -281,7 +220,7 @@ class Provisioner:
             outcome, env = "up-to-date", active
             steps.emit("verify", f"the model environment {active.name} is already installed")
             # A build that never switched in (a killed --force reinstall) is of no use now.
-            self._collect_garbage(keep=active.root)
+            collect_garbage(self.paths, keep=active.root)
         else:
             outcome, env = "installed", self._build_and_switch(plan, wanted, source)
         result = InstallResult(
@@ -364,7 +303,7 @@ class Provisioner:
     def _build_and_switch(
         self, plan: InstallPlan, wanted: str, source: PackageSource
     ) -> ActiveEnvironment:
-        root = self._staging_root(wanted)
+        root = staging_root(self.paths, wanted)
         ready = read_json(root / COMPLETE_MARKER)
         if ready and ready.get("plan_hash") == wanted:
             # Verified by an earlier run that was stopped before it could switch.
@@ -372,11 +311,11 @@ class Provisioner:
             return self._switch(root, ready)
         journal = Journal(root, wanted)
         resumed = any(journal.done(step) or journal.interrupted(step) for step in BUILD_STEPS)
-        self._stop_strays(root)
+        stop_strays(root)
         if resumed:
             self._steps.emit("venv", f"resuming the build in {root.name}")
         try:
-            report = self._build(root, plan, journal, source)
+            report = self._builder().build(root, plan, journal, source)
         except InstallError as exc:
             failure = getattr(exc, "failure", None)
             if not resumed or self.cancel.cancelled or (failure and failure.kind in EXTERNAL):
@@ -387,7 +326,7 @@ class Provisioner:
             )
             shutil.rmtree(root, ignore_errors=True)
             journal = Journal(root, wanted)
-            report = self._build(root, plan, journal, source)
+            report = self._builder().build(root, plan, journal, source)
         record = {
             "name": root.name,
             "created_at": time.time(),
@@ -411,105 +350,8 @@ class Provisioner:
         write_json_atomic(root / COMPLETE_MARKER, record)
         return self._switch(root, record)
 
-    def _build(
-        self, root: Path, plan: InstallPlan, journal: Journal, source: PackageSource
-    ) -> VerifyReport:
-        steps = self._steps
-        assert plan.python is not None
-        env = source.environment(uv_environment(self.settings, uv=self.uv))
-        if not journal.done("venv"):
-            with steps.timed("venv"):
-                steps.emit("venv", f"creating a Python {plan.python.version} environment")
-                journal.start("venv")
-                target = venv_dir(root)
-                shutil.rmtree(target, ignore_errors=True)  # a venv half-made by a killed run
-                args = ["venv", "--python", plan.python.path, "--no-project", str(target)]
-                self._uv_step("venv", args, env, source, plan)
-                journal.finish("venv")
-        python = str(env_python(root))
-        install_dir = root / INSTALL_DIR
-        install_dir.mkdir(parents=True, exist_ok=True)
-        if not journal.done("torch"):
-            with steps.timed("torch"):
-                build = plan.torch_build
-                steps.emit("torch", f"installing {plan.torch_label or build.name}")
-                reinstall = ["--reinstall"] if journal.interrupted("torch") else []
-                journal.start("torch")
-                where = source.uv_args("torch", plan.torch_index_url)
-                args = ["pip", "install", "-v", "--python", python, *reinstall, *where,
-                        *plan.torch_requirements]  # fmt: skip
-                self._uv_step("torch", args, torch_step_environment(env), source, plan)
-                journal.finish("torch")
-        if not journal.done("packages"):
-            with steps.timed("packages"):
-                steps.emit("packages", "installing " + ", ".join(plan.requirements))
-                requirements = install_dir / "requirements.txt"
-                requirements.write_text("\n".join(plan.requirements) + "\n", encoding="utf-8")
-                pins = install_dir / "torch-pins.txt"
-                pins.write_text("\n".join(plan.torch_requirements) + "\n", encoding="utf-8")
-                constraints = ["-c", str(pins)]
-                if plan.constraints_path is not None:
-                    constraints += ["-c", str(plan.constraints_path)]
-                reinstall = ["--reinstall"] if journal.interrupted("packages") else []
-                journal.start("packages")
-                where = source.uv_args("packages", plan.torch_index_url)
-                args = ["pip", "install", "-v", "--python", python, *reinstall, *where,
-                        "-r", str(requirements), *constraints]  # fmt: skip
-                self._uv_step("packages", args, env, source, plan)
-                journal.finish("packages")
-        with steps.timed("verify"):
-            steps.emit("verify", "checking that torch and samgeo import")
-            journal.start("verify")
-            try:
-                report = run_probe(env_python(root), self.spec.verify_imports)
-            except ToolError as exc:
-                raise InstallError(
-                    f"The new environment does not work: {exc.message}",
-                    hint="Run the install again; if it keeps failing, run "
-                    "`geolibre-ml doctor --bundle`.",
-                ) from None
-            if not report.ok:
-                journal.forget("verify")
-                raise InstallError(
-                    "The new environment does not work: " + " ".join(report.problems),
-                    hint="Run the install again (it rebuilds what is broken); if it keeps "
-                    "failing, attach `geolibre-ml doctor --bundle` to a bug report.",
-                )
-            if plan.gpu_ready and not report.cuda_working:
-                problems = report.problems or ["CUDA is not usable from the new environment."]
-                steps.emit("verify", " ".join(problems), level="warning")
-            journal.finish("verify", summary=report.summary())
-        steps.emit("verify", report.summary())
-        return report
-
-    def _uv_step(
-        self,
-        phase: str,
-        args: list[str],
-        env: dict[str, str],
-        source: PackageSource,
-        plan: InstallPlan,
-    ) -> None:
-        cache = Path(env.get("UV_CACHE_DIR") or self.paths.uv_cache)  # where uv really caches
-        tracker = UvProgress(phase, self._steps.sink, cache_dir=cache)
-        try:
-            stream_uv(
-                self.uv,
-                args,
-                env=env,
-                on_line=tracker.line,
-                on_tick=tracker.tick,
-                cancel=self.cancel,
-                timeout_s=UV_STEP_TIMEOUT_S,
-            )
-        except ToolError as exc:
-            step: Step = "torch" if phase == "torch" else "packages"
-            context = source.failure_context(step, plan.torch_index_url)
-            answered = tuple(a.host for a in plan.source_checks if a.answered)
-            context = dataclasses.replace(context, answered=answered)
-            raise ClassifiedInstallError(
-                classify_install_failure(exc.output_tail, context)
-            ) from None
+    def _builder(self) -> EnvBuilder:
+        return EnvBuilder(self.settings, self.spec, self.uv, self.cancel, self._steps)
 
     def _switch(self, root: Path, record: dict[str, Any]) -> ActiveEnvironment:
         steps = self._steps
@@ -518,58 +360,8 @@ class Provisioner:
                 self.paths.active_pointer, {"env": root.name, "switched_at": time.time()}
             )
             steps.emit("switch", f"switched to the new environment {root.name}")
-            self._collect_garbage(keep=root)
+            collect_garbage(self.paths, keep=root)
         return ActiveEnvironment(root=root, record=record)
-
-    # -- staging folders --------------------------------------------------------
-    def _staging_root(self, wanted: str) -> Path:
-        """A build with the same plan to resume, or a new folder."""
-        active = active_environment(self.paths)
-        candidates = []
-        if self.paths.envs_dir.is_dir():
-            for root in self.paths.envs_dir.iterdir():
-                if active is not None and root == active.root:
-                    continue
-                if root.is_dir() and Journal.plan_hash_of(root) == wanted:
-                    candidates.append(root)
-        if candidates:
-            return max(candidates, key=lambda p: p.stat().st_mtime)
-        root = self.paths.envs_dir / new_env_name()
-        root.mkdir(parents=True)
-        return root
-
-    def _stop_strays(self, root: Path) -> None:
-        """Kill anything still working in ``root`` (a uv orphaned by a killed install)."""
-        for proc in processes_using(root):
-            kill_tree(proc.pid)
-
-    def _collect_garbage(self, *, keep: Path) -> None:
-        """Remove builds that are neither in use nor the one just switched in."""
-        if not self.paths.envs_dir.is_dir():
-            return
-        for root in self.paths.envs_dir.iterdir():
-            if root == keep or not root.is_dir():
-                continue
-            if not (root / COMPLETE_MARKER).exists():
-                # Half-built: no backend runs from it; anything inside is a stray of a
-                # killed install (we hold the install lock), which must not keep it alive.
-                self._stop_strays(root)
-            elif processes_using(root):
-                continue  # a running backend still uses it; the next install removes it
-            shutil.rmtree(root, ignore_errors=True)
-
-
-def processes_using(root: Path) -> list[psutil.Process]:
-    """Processes whose executable or command line lies inside ``root``."""
-    marker = str(root)
-    found = []
-    for proc in psutil.process_iter(["exe", "cmdline"]):
-        with contextlib.suppress(psutil.Error):
-            exe = proc.info.get("exe") or ""
-            cmdline = proc.info.get("cmdline") or []
-            if exe.startswith(marker) or any(marker in part for part in cmdline):
-                found.append(proc)
-    return found
 
 
 def _site_packages(report: VerifyReport) -> str | None:
