@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from geolibre_env.errors import (
     WeightsError,
 )
 from geolibre_env.install.build_steps import BUILD_STEPS, EnvBuilder, Steps
-from geolibre_env.install.bundle.install import install_from_bundle
+from geolibre_env.install.bundle.install import AfterSwitch, install_from_bundle
 from geolibre_env.install.failures import (
     KINDS,
     ClassifiedInstallError,
@@ -67,7 +66,10 @@ EXTERNAL = frozenset(KINDS) - {"checksum", "unknown"}
 
 
 class Provisioner:
-    """Builds, verifies and switches in model environments for one settings object."""
+    """Builds, verifies and switches in model environments for one settings object.
+
+    Also the :class:`~geolibre_env.install.bundle.install.InstallHost` an offline
+    bundle install runs in (``staging_dir``, ``emit``, ``timed``, ``install_with``)."""
 
     def __init__(
         self,
@@ -100,33 +102,6 @@ class Provisioner:
     def plan(self, *, backend: str | None = None, build: str | None = None) -> InstallPlan:
         return make_install_plan(
             self.settings, self.spec, uv=self.uv, backend=backend, build=build, check_sources=True
-        )
-
-    @property
-    def staging_dir(self) -> Path:
-        """Where an offline bundle is unpacked while it is checked and installed."""
-        return self.paths.cache / "bundle-staging"
-
-    def emit(self, phase: str, message: str, **kwargs: Any) -> None:
-        """A progress event on this install's stream."""
-        self._steps.emit(phase, message, **kwargs)
-
-    def timed(self, phase: str) -> contextlib.AbstractContextManager[None]:
-        """Time a phase into the result's ``timings_s``."""
-        return self._steps.timed(phase)
-
-    def install_with(
-        self,
-        request: InstallRequest,
-        *,
-        plan: InstallPlan,
-        source: PackageSource,
-        after_switch: Callable[[InstallPlan, ActiveEnvironment, InstallResult], None],
-    ) -> InstallResult:
-        """The install with a given plan and package source (an offline bundle), and
-        ``after_switch`` in place of the weights download. The caller holds the lock."""
-        return self._install(
-            request, check_active=False, source=source, plan=plan, after_switch=after_switch
         )
 
     # -- the install --------------------------------------------------------------
@@ -183,7 +158,7 @@ class Provisioner:
         check_active: bool,
         source: PackageSource | None = None,
         plan: InstallPlan | None = None,
-        after_switch: Callable[[InstallPlan, ActiveEnvironment, InstallResult], None] | None = None,
+        after_switch: AfterSwitch | None = None,
     ) -> InstallResult:
         steps = self._steps
         if plan is None:
@@ -298,6 +273,34 @@ class Provisioner:
                 if self.cancel.cancelled:
                     raise
                 result.weights_error = str(exc)
+
+    # -- the bundle install's interface (bundle.install.InstallHost) ---------------
+    @property
+    def staging_dir(self) -> Path:
+        """Where an offline bundle is unpacked while it is checked and installed."""
+        return self.paths.cache / "bundle-staging"
+
+    def emit(self, phase: str, message: str, **kwargs: Any) -> None:
+        """A progress event on this install's stream."""
+        self._steps.emit(phase, message, **kwargs)
+
+    def timed(self, phase: str) -> contextlib.AbstractContextManager[None]:
+        """Time a phase into the result's ``timings_s``."""
+        return self._steps.timed(phase)
+
+    def install_with(
+        self,
+        request: InstallRequest,
+        *,
+        plan: InstallPlan,
+        source: PackageSource,
+        after_switch: AfterSwitch,
+    ) -> InstallResult:
+        """The install with a given plan and package source (an offline bundle), and
+        ``after_switch`` in place of the weights download. The caller holds the lock."""
+        return self._install(
+            request, check_active=False, source=source, plan=plan, after_switch=after_switch
+        )
 
     # -- building -------------------------------------------------------------------
     def _build_and_switch(

@@ -9,10 +9,13 @@ are moved into place instead of downloaded. Nothing here opens a connection.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import shutil
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
 
 from geolibre_env.errors import ConfigError, WeightsError
 from geolibre_env.install.bundle.archive import BundleError, OpenedBundle, open_bundle
@@ -20,36 +23,78 @@ from geolibre_env.install.bundle.target import describe_target
 from geolibre_env.install.bundle.weights import BundledWeights, place_weights
 from geolibre_env.install.plan import InstallPlan, Reason
 from geolibre_env.install.planning import make_install_plan
-from geolibre_env.install.sources import BundleSource, describe_sources
+from geolibre_env.install.request import InstallRequest, InstallResult
+from geolibre_env.install.sources import BundleSource, PackageSource, describe_sources
 from geolibre_env.machine.detect import normalize_arch, os_name
 from geolibre_env.model_env import ActiveEnvironment
-
-if TYPE_CHECKING:
-    from geolibre_env.install.provision import InstallRequest, InstallResult, Provisioner
+from geolibre_env.progress import CancelToken
+from geolibre_env.settings import EnvSettings
+from geolibre_env.spec import ModelEnvSpec
+from geolibre_env.uv.runner import UvTool
 
 PROGRESS_EVERY_BYTES = 64 * 2**20
 NEW_BUNDLE_HINT = "Export a bundle for this computer (see `geolibre-ml bundle export --help`)."
 
+AfterSwitch = Callable[[InstallPlan, ActiveEnvironment, InstallResult], None]
 
-def install_from_bundle(provisioner: Provisioner, request: InstallRequest) -> InstallResult:
+
+class InstallHost(Protocol):
+    """What the bundle install needs of the install that runs it (the
+    :class:`~geolibre_env.install.provision.Provisioner` is one). This module
+    depends on this interface only, never on the provisioner."""
+
+    settings: EnvSettings
+    cancel: CancelToken
+
+    @property
+    def spec(self) -> ModelEnvSpec: ...
+
+    @property
+    def uv(self) -> UvTool: ...
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where the bundle is unpacked while it is checked and installed."""
+        ...
+
+    def emit(self, phase: str, message: str, **kwargs: Any) -> None:
+        """A progress event on the install's stream."""
+        ...
+
+    def timed(self, phase: str) -> contextlib.AbstractContextManager[None]:
+        """Time a phase into the result's ``timings_s``."""
+        ...
+
+    def install_with(
+        self,
+        request: InstallRequest,
+        *,
+        plan: InstallPlan,
+        source: PackageSource,
+        after_switch: AfterSwitch,
+    ) -> InstallResult:
+        """The ordinary install with this plan and package source, and
+        ``after_switch`` in place of the weights download."""
+        ...
+
+
+def install_from_bundle(host: InstallHost, request: InstallRequest) -> InstallResult:
     """Check, then install from ``request.bundle``; the caller holds the install lock."""
     assert request.bundle is not None
     archive = request.bundle.expanduser().absolute()
-    staging = provisioner.staging_dir
-    with provisioner.timed("bundle"):
-        provisioner.emit("bundle", f"checking every file of {archive.name}")
-        bundle = open_bundle(
-            archive, staging, progress=_progress(provisioner), cancel=provisioner.cancel
-        )
+    staging = host.staging_dir
+    with host.timed("bundle"):
+        host.emit("bundle", f"checking every file of {archive.name}")
+        bundle = open_bundle(archive, staging, progress=_progress(host), cancel=host.cancel)
     try:
         target = bundle.manifest.target
-        _check_fits(provisioner, bundle, request)
-        provisioner.emit("bundle", f"{archive.name} is complete and every checksum matches")
-        with provisioner.timed("plan"):
+        _check_fits(host, bundle, request)
+        host.emit("bundle", f"{archive.name} is complete and every checksum matches")
+        with host.timed("plan"):
             plan = make_install_plan(
-                provisioner.settings,
-                provisioner.spec,
-                uv=provisioner.uv,
+                host.settings,
+                host.spec,
+                uv=host.uv,
                 backend=target["backend"],
                 build=target["build"],
                 python_minor=target["python"],
@@ -61,7 +106,7 @@ def install_from_bundle(provisioner: Provisioner, request: InstallRequest) -> In
                 f"the Python this computer has.",
             )
         sources = describe_sources(
-            provisioner.settings,
+            host.settings,
             torch_index_url=plan.torch_index_url,
             torch_from="--from",
             bundle=archive,
@@ -76,16 +121,16 @@ def install_from_bundle(provisioner: Provisioner, request: InstallRequest) -> In
         plan = dataclasses.replace(plan, sources=sources, reasons=reasons)
 
         def weights(plan: InstallPlan, env: ActiveEnvironment, result: InstallResult) -> None:
-            _place_weights(provisioner, bundle, env, result)
+            _place_weights(host, bundle, env, result)
 
-        return provisioner.install_with(
+        return host.install_with(
             request, plan=plan, source=BundleSource(bundle.wheels, archive), after_switch=weights
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_fits(provisioner: Provisioner, bundle: OpenedBundle, request: InstallRequest) -> None:
+def _check_fits(host: InstallHost, bundle: OpenedBundle, request: InstallRequest) -> None:
     """The bundle was made for this computer and this version of the spec."""
     target, name = bundle.manifest.target, bundle.archive.name
     here = (os_name(platform.system()), normalize_arch(platform.machine()))
@@ -96,7 +141,7 @@ def _check_fits(provisioner: Provisioner, bundle: OpenedBundle, request: Install
             NEW_BUNDLE_HINT,
         )
     made_for = bundle.manifest.data.get("spec", {})
-    spec = provisioner.spec
+    spec = host.spec
     if made_for.get("fingerprint") != spec.fingerprint:
         raise BundleError(
             f"{name} was made for the model environment {made_for.get('name')} (spec "
@@ -114,14 +159,14 @@ def _check_fits(provisioner: Provisioner, bundle: OpenedBundle, request: Install
 
 
 def _place_weights(
-    provisioner: Provisioner,
+    host: InstallHost,
     bundle: OpenedBundle,
     env: ActiveEnvironment,
     result: InstallResult,
 ) -> None:
     data = bundle.manifest.data
-    with provisioner.timed("weights"):
-        provisioner.emit("weights", "putting the SAM 3 weights from the bundle in place")
+    with host.timed("weights"):
+        host.emit("weights", "putting the SAM 3 weights from the bundle in place")
         if not data.get("weights"):
             result.weights_error = f"{bundle.archive.name} carries no SAM 3 weights."
             return
@@ -135,8 +180,8 @@ def _place_weights(
         vocab = bundle.path(data["vocab"]) if data.get("vocab") else None
         try:
             status = place_weights(
-                provisioner.settings,
-                provisioner.spec,
+                host.settings,
+                host.spec,
                 weights,
                 vocab=vocab,
                 site_packages=env.site_packages,
@@ -152,12 +197,12 @@ def _place_weights(
             )
 
 
-def _progress(provisioner: Provisioner):  # type: ignore[no-untyped-def]
+def _progress(host: InstallHost):  # type: ignore[no-untyped-def]
     last = [0]
 
     def report(done: int, total: int) -> None:
         if done - last[0] >= PROGRESS_EVERY_BYTES or done == total:
             last[0] = done
-            provisioner.emit("bundle", "checking the bundle", done=done, total=total, unit="bytes")
+            host.emit("bundle", "checking the bundle", done=done, total=total, unit="bytes")
 
     return report
