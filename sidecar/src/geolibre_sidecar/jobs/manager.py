@@ -11,7 +11,6 @@ import collections
 import contextlib
 import json
 import logging
-import os
 import signal
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from geolibre_env.jobs import tile_runner
+from geolibre_env.process_tree import signal_group
 from geolibre_env.redact import redact
 
 from geolibre_sidecar.jobs.pool import Member, Pool, TileFailed, TileRefused
@@ -290,8 +290,7 @@ class JobManager:
             code = await proc.wait()
         except BaseException:
             if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL) if sys.platform != "win32" else proc.kill()
+                signal_group(proc, signal.SIGKILL)
                 await proc.wait()
             errors.cancel()
             raise
