@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geolibre_env.backend.exit_causes import HINTS, ExitCause, Explanation, explain_answer
-    from geolibre_env.backend.launch import managed_launch_variables, resolve_launch
+    from geolibre_env.backend.launch import managed_launch_variables, pin_to_gpu, resolve_launch
     from geolibre_env.backend.record import BackendRecord, read_record
     from geolibre_env.backend.restart_policy import RestartPolicy
     from geolibre_env.backend.supervisor import Supervisor
     from geolibre_env.backend.supervisor_state import (
+        BackendFiles,
         BackendState,
         Health,
         LaunchSpec,
@@ -31,10 +32,12 @@ _WHERE = {
     "Explanation": "exit_causes",
     "explain_answer": "exit_causes",
     "managed_launch_variables": "launch",
+    "pin_to_gpu": "launch",
     "resolve_launch": "launch",
     "BackendRecord": "record",
     "read_record": "record",
     "RestartPolicy": "restart_policy",
+    "BackendFiles": "supervisor_state",
     "BackendState": "supervisor_state",
     "Health": "supervisor_state",
     "LaunchSpec": "supervisor_state",
@@ -44,6 +47,7 @@ _WHERE = {
 
 __all__ = [
     "HINTS",
+    "BackendFiles",
     "BackendRecord",
     "BackendState",
     "ExitCause",
@@ -55,6 +59,7 @@ __all__ = [
     "SupervisorConfig",
     "explain_answer",
     "managed_launch_variables",
+    "pin_to_gpu",
     "read_record",
     "resolve_launch",
 ]

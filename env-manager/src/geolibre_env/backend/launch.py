@@ -9,6 +9,7 @@ environment: with everything present samgeo-api runs with ``HF_HUB_OFFLINE=1``
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Sequence
 
@@ -71,3 +72,13 @@ def resolve_launch(settings: EnvSettings, *, samgeo_cmd: Sequence[str] | None = 
         "The model backend is not installed.",
         hint="Install it from the app (Install model backend) or run `geolibre-ml install`.",
     )
+
+
+def pin_to_gpu(launch: LaunchSpec, device: str | None) -> LaunchSpec:
+    """``launch`` seeing only one NVIDIA GPU: ``device`` is its UUID (stable) or its
+    nvidia-smi index; PCI bus order makes an index mean what nvidia-smi lists (CUDA's
+    own default order puts the fastest first). None: unchanged."""
+    if device is None:
+        return launch
+    env = {**launch.env, "CUDA_VISIBLE_DEVICES": device, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    return dataclasses.replace(launch, env=env)

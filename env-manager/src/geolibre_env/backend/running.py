@@ -22,9 +22,13 @@ from geolibre_env.backend.exit_causes import ExitCause, ExitReport
 from geolibre_env.backend.process import GuardedProcess
 from geolibre_env.backend.record import clear_record
 from geolibre_env.backend.restart_policy import RestartTracker
-from geolibre_env.backend.supervisor_state import BackendState, Health, SupervisorConfig
+from geolibre_env.backend.supervisor_state import (
+    BackendFiles,
+    BackendState,
+    Health,
+    SupervisorConfig,
+)
 from geolibre_env.errors import BackendError
-from geolibre_env.paths import Paths
 
 
 class RunningBackend:
@@ -33,7 +37,7 @@ class RunningBackend:
     config: SupervisorConfig
     health: Health
     _clock: Callable[[], float]
-    _paths: Paths
+    _files: BackendFiles
     _http: httpx.AsyncClient
     _tracker: RestartTracker
     _state: BackendState
@@ -74,7 +78,7 @@ class RunningBackend:
         if self._stopping or self._proc is not proc:
             return
         self._proc = None
-        clear_record(self._paths.backend_state, only_pid=proc.pid)
+        clear_record(self._files.record, only_pid=proc.pid)
         exit_report = self._classify(proc)
         self._last_exit = exit_report
         ready_for = self._clock() - self._ready_at if self._ready_at else None

@@ -36,6 +36,7 @@ from geolibre_env.backend.restart_policy import RestartTracker
 from geolibre_env.backend.running import RunningBackend
 from geolibre_env.backend.supervisor_state import (
     LOOPBACK,
+    BackendFiles,
     BackendState,
     Health,
     LaunchSpec,
@@ -65,12 +66,14 @@ class Supervisor(RunningBackend):
         http: httpx.AsyncClient,
         config: SupervisorConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        name: str = "",
     ) -> None:
         """``clock`` times how long a backend has been ready (the restart policy's
-        "stable after" rule and ``uptime_s``); tests pass a fake one to step it."""
+        "stable after" rule and ``uptime_s``); tests pass a fake one to step it.
+        ``name`` sets an extra backend apart (its own log, record and status files)."""
         self._resolve_launch = resolve_launch
         self._clock = clock
-        self._paths = paths
+        self._files = BackendFiles.of(paths, name)
         self._http = http
         self.config = config or SupervisorConfig()
         self._tracker = RestartTracker(self.config.policy, clock=clock)
@@ -138,15 +141,16 @@ class Supervisor(RunningBackend):
         }
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return read_log_tail(self._paths.backend_log, lines=lines)
+        return read_log_tail(self._files.log, lines=lines)
 
     # -- transitions ---------------------------------------------------------
     def _set(self, state: BackendState, cause: str) -> None:
         if state is not self._state or cause != self._cause:
-            log.info("backend %s -> %s: %s", self._state.value, state.value, cause)
+            label = f"backend {self._files.name}".rstrip()
+            log.info("%s %s -> %s: %s", label, self._state.value, state.value, cause)
         self._state, self._cause, self._since = state, cause, time.time()
         with contextlib.suppress(OSError):
-            write_status(self._paths.supervisor_status, self.snapshot())
+            write_status(self._files.status, self.snapshot())
 
     async def ensure_ready(self) -> str:
         """The URL of a ready backend, starting one if needed (once, however many ask)."""
@@ -205,7 +209,7 @@ class Supervisor(RunningBackend):
             if proc is not None:
                 outcome = await proc.stop(graceful_timeout_s=self.config.stop_timeout_s)
                 log.info("backend pid %s stopped (%s)", proc.pid, outcome)
-                clear_record(self._paths.backend_state, only_pid=proc.pid)
+                clear_record(self._files.record, only_pid=proc.pid)
             text = summary or "samgeo-api was stopped."
             self._last_exit = report(cause, text)
             self._ready_at = None
@@ -280,7 +284,7 @@ class Supervisor(RunningBackend):
     async def _spawn_and_wait(self, launch: LaunchSpec) -> str:
         port = free_port()
         argv = (*launch.argv, "--host", LOOPBACK, "--port", str(port))
-        log_path = self._paths.backend_log
+        log_path = self._files.log
         self._log_offset = log_signature(log_path)[0]
         started = self._clock()
         try:
@@ -297,7 +301,7 @@ class Supervisor(RunningBackend):
         self.health = Health()  # the probes below fill in the version
         url = f"http://{LOOPBACK}:{port}"
         write_record(
-            self._paths.backend_state,
+            self._files.record,
             BackendRecord(proc.identity, url, port, argv, time.time(), os.getpid()),
         )
         limits = StartupLimits(
@@ -316,7 +320,7 @@ class Supervisor(RunningBackend):
             if self._proc is proc:  # nobody else took over: this start's process goes
                 self._proc = None
                 await proc.stop(graceful_timeout_s=2.0)
-                clear_record(self._paths.backend_state, only_pid=proc.pid)
+                clear_record(self._files.record, only_pid=proc.pid)
             if not isinstance(exc, StartupFailed):
                 raise
             self._last_exit = exc.report
@@ -347,7 +351,7 @@ class Supervisor(RunningBackend):
         return True
 
     def _classify(self, proc: GuardedProcess, *, during_start: bool = False) -> ExitReport:
-        tail = read_log_tail(self._paths.backend_log, since=self._log_offset, lines=40)
+        tail = read_log_tail(self._files.log, since=self._log_offset, lines=40)
         return classify_exit(
             proc.returncode, tail, stopped_by_us=self._stopping, during_start=during_start
         )
@@ -355,12 +359,12 @@ class Supervisor(RunningBackend):
     # -- leftovers from an earlier sidecar ------------------------------------------------
     async def recover_leftover(self) -> str | None:
         """Adopt a healthy backend an earlier sidecar left, or stop it; never touch others."""
-        record = read_record(self._paths.backend_state)
+        record = read_record(self._files.record)
         if record is None:
             return None
         proc = GuardedProcess.adopt(record.identity)
         if proc is None:
-            clear_record(self._paths.backend_state)
+            clear_record(self._files.record)
             return (
                 f"the recorded backend (pid {record.identity.pid}) is gone"
                 " or the pid now belongs to another program; left it alone"
@@ -374,7 +378,7 @@ class Supervisor(RunningBackend):
             self._follow(proc)
             return f"adopted pid {proc.pid}"
         outcome = await proc.stop(graceful_timeout_s=self.config.stop_timeout_s)
-        clear_record(self._paths.backend_state)
+        clear_record(self._files.record)
         self._last_exit = report(
             ExitCause.STOPPED,
             f"Stopped an unresponsive samgeo-api (pid {proc.pid}) left by an earlier sidecar.",

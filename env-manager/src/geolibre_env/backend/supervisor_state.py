@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from geolibre_env.backend.restart_policy import RestartPolicy
+from geolibre_env.paths import Paths
 
 LOOPBACK = "127.0.0.1"
 
@@ -35,6 +36,29 @@ class LaunchSpec:
     env: Mapping[str, str]
     source: str
     cwd: Path | None = None
+
+
+@dataclass(frozen=True)
+class BackendFiles:
+    """Where one supervised samgeo-api keeps its log, its record (for leftovers) and its
+    last status (for the CLI). The main backend uses the data folder's own; each extra
+    one (one per GPU) has files named after it, so two never overwrite each other."""
+
+    log: Path
+    record: Path
+    status: Path
+    name: str = ""  # "" for the main backend
+
+    @classmethod
+    def of(cls, paths: Paths, name: str = "") -> BackendFiles:
+        if not name:
+            return cls(paths.backend_log, paths.backend_state, paths.supervisor_status)
+        return cls(
+            paths.logs / f"samgeo-api-{name}.log",
+            paths.state / f"backend-{name}.json",
+            paths.state / f"supervisor-{name}.json",
+            name,
+        )
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """What this computer is (OS, memory, GPUs, Pythons, disk) and which torch build fits it."""
 
-from geolibre_env.machine.detect import Machine, detect_machine
+from geolibre_env.machine.detect import Gpu, Machine, detect_machine, nvidia_gpus
 
-__all__ = ["Machine", "detect_machine"]
+__all__ = ["Gpu", "Machine", "detect_machine", "nvidia_gpus"]

@@ -40,6 +40,7 @@ __all__ = [
     "PythonInstall",
     "dedupe_pythons",
     "detect_machine",
+    "nvidia_gpus",
     "probe_nvidia_smi",
 ]
 
@@ -224,6 +225,12 @@ def probe_nvidia_smi(
     if not gpus and output.strip():
         return (), f"nvidia-smi ({exe}) printed no GPU: {_tail(output)}"
     return gpus, None
+
+
+def nvidia_gpus(settings: EnvSettings) -> tuple[Gpu, ...]:
+    """The NVIDIA GPUs nvidia-smi lists now; none on macOS or when it fails."""
+    system = os_name(platform.system())
+    return () if system == "macos" else probe_nvidia_smi(settings, system=system)[0]
 
 
 def _query(exe: str, fields: tuple[str, ...]) -> list[str]:
