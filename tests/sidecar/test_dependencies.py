@@ -14,6 +14,8 @@ SHIPPED = {
     "geolibre-bridge", "geolibre-env", "geolibre-sidecar",
     # the server, the proxy and the supervisor
     "starlette", "uvicorn", "httptools", "h11", "httpx", "httpcore", "psutil", "platformdirs",
+    # one sidecar per data folder
+    "filelock",
     # theirs, one level down
     "anyio", "certifi", "click", "idna", "sniffio", "typing-extensions",
     # the model-environment installer: uv itself, and the OS trust store for TLS inspection

@@ -115,6 +115,7 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     import uvicorn
     from geolibre_env.redact import register_secret
     from geolibre_sidecar.app import begin_shutdown, create_app
+    from geolibre_sidecar.data_lock import DataFolderLock
     from geolibre_sidecar.logs import configure_logging
     from geolibre_sidecar.settings import SidecarSettings
 
@@ -128,6 +129,10 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     )
 
     settings = SidecarSettings.from_environ()
+    # First, before anything is written (the log file included): a second sidecar
+    # on this data folder stops here with one sentence naming the first.
+    data_lock = DataFolderLock(settings.env.paths.data)
+    data_lock.acquire()
     configure_logging(settings.log_level, settings.env.paths.sidecar_log)
     token = settings.token or secrets.token_hex(16)  # 128 bits
     register_secret(token)
@@ -135,6 +140,7 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
     port = sock.getsockname()[1]
     shown_host = args.host if ":" not in args.host else f"[{args.host}]"
     url = f"http://{'127.0.0.1' if args.host == 'localhost' else shown_host}:{port}"
+    data_lock.announce(url=url)
 
     server: uvicorn.Server | None = None
 
@@ -216,6 +222,7 @@ async def serve(args: argparse.Namespace, ready_out: TextIO) -> int:
         for task in watchers:
             task.cancel()
         sock.close()
+        data_lock.release()
     return 0 if server.started else 1
 
 
