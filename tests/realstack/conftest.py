@@ -17,20 +17,16 @@ from typing import Any
 
 import pytest
 
-from tests.harness.processes import with_marker
-from tests.harness.sidecar import Sidecar, start_sidecar
-from tests.harness.waiting import wait_until
+from tests.harness.sidecar import Sidecar
 from tests.realstack.stack import (
     GeoTiff,
     RealStack,
     install_real_stack,
     kill_marked,
     make_geotiff,
+    running_sidecar,
     write_tiny_weights,
 )
-
-START_TIMEOUT_S = 300.0  # samgeo-api's imports take 10-20 s here; more on a loaded machine
-STOP_TIMEOUT_S = 30.0
 
 
 @pytest.fixture(scope="session")
@@ -59,22 +55,5 @@ def geotiff(real_stack: RealStack, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def real_sidecar(real_stack: RealStack, tiny_weights: dict[str, Any]) -> Iterator[Sidecar]:
     """The real sidecar with only GEOLIBRE_ML_HOME set, its samgeo-api started."""
-    sidecar = start_sidecar(real_stack.home, marker=real_stack.marker)
-    try:
-        with sidecar.client(timeout_s=START_TIMEOUT_S) as client:
-            started = client.post(f"/ml/backend/start?wait=1&timeout_s={START_TIMEOUT_S:.0f}")
-        assert started.status_code == 200, started.text
-        assert started.json()["state"] == "ready", started.json()
+    with running_sidecar(real_stack) as sidecar:
         yield sidecar
-    finally:
-        sidecar.close()
-        # Stopping the sidecar stops the samgeo-api it launched: anything left is a leak.
-        try:
-            wait_until(
-                lambda: not with_marker(real_stack.marker),
-                timeout_s=STOP_TIMEOUT_S,
-                interval_s=0.2,
-                what="the sidecar's samgeo-api to exit with it",
-            )
-        finally:
-            kill_marked(real_stack.marker)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Any
 
 CRS = "EPSG:32611"
 ORIGIN = (500_000.0, 3_760_000.0)
@@ -23,21 +24,27 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     import numpy as np
-    import rasterio
-    from rasterio.transform import from_origin
 
     width, height = int(argv[1]), int(argv[2])
     nodata_cols = int(argv[3]) if len(argv) == 4 else 0
     pixels = np.random.default_rng(11).integers(1, 256, (3, height, width), dtype=np.uint8)
     pixels[:, :, :nodata_cols] = 0
+    print(json.dumps({"epsg": 32611, "bounds": write_rgb(argv[0], pixels)}))
+    return 0
+
+
+def write_rgb(path: str, pixels: Any) -> list[float]:
+    """Write a (3, height, width) uint8 array as the GeoTIFF (0 is nodata); its bounds."""
+    import rasterio
+    from rasterio.transform import from_origin
+
+    _, height, width = pixels.shape
     profile = {"driver": "GTiff", "width": width, "height": height, "count": 3,
                "dtype": "uint8", "crs": CRS, "nodata": 0,
                "transform": from_origin(*ORIGIN, PIXEL_M, PIXEL_M)}  # fmt: skip
-    with rasterio.open(argv[0], "w", **profile) as dataset:
+    with rasterio.open(path, "w", **profile) as dataset:
         dataset.write(pixels)
-        bounds = list(dataset.bounds)
-    print(json.dumps({"epsg": 32611, "bounds": bounds}))
-    return 0
+        return list(dataset.bounds)
 
 
 if __name__ == "__main__":

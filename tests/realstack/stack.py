@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,14 @@ from geolibre_env.paths import Paths
 from geolibre_env.weights.sam3 import record_weight_files
 
 from tests.harness.processes import wait_gone, with_marker
-from tests.harness.sidecar import base_env
+from tests.harness.sidecar import Sidecar, base_env, start_sidecar
+from tests.harness.waiting import wait_until
 
 HERE = Path(__file__).parent
 INSTALL_TIMEOUT_S = 60 * 60  # cold: about 7 GB from the package index
 TINY_REPO_DIR = ("hub", "models--facebook--sam3")
+START_TIMEOUT_S = 300.0  # samgeo-api's imports take 10-20 s here; more on a loaded machine
+STOP_TIMEOUT_S = 30.0
 
 
 def uv_cache() -> Path:
@@ -147,3 +151,28 @@ def kill_marked(marker: str) -> None:
         with contextlib.suppress(psutil.Error):
             proc.send_signal(signal.SIGKILL)
     wait_gone([p.pid for p in leftovers], timeout_s=20, what="the real stack's processes to exit")
+
+
+@contextlib.contextmanager
+def running_sidecar(stack: RealStack, env: Mapping[str, str] | None = None) -> Iterator[Sidecar]:
+    """The real sidecar on ``stack``'s home, its samgeo-api started; on the way out,
+    nothing of either may be left running."""
+    sidecar = start_sidecar(stack.home, marker=stack.marker, env=env)
+    try:
+        with sidecar.client(timeout_s=START_TIMEOUT_S) as client:
+            started = client.post(f"/ml/backend/start?wait=1&timeout_s={START_TIMEOUT_S:.0f}")
+        assert started.status_code == 200, started.text
+        assert started.json()["state"] == "ready", started.json()
+        yield sidecar
+    finally:
+        sidecar.close()
+        # Stopping the sidecar stops the samgeo-api it launched: anything left is a leak.
+        try:
+            wait_until(
+                lambda: not with_marker(stack.marker),
+                timeout_s=STOP_TIMEOUT_S,
+                interval_s=0.2,
+                what="the sidecar's samgeo-api to exit with it",
+            )
+        finally:
+            kill_marked(stack.marker)
