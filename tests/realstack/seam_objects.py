@@ -2,8 +2,9 @@
 result against them. Standard library only: the test process has no shapely.
 
 Objects sit where the grid cuts them: across the first vertical seam, across the first
-horizontal seam, on the corner where four tiles meet, wholly inside one tile, and (with
-an overlap) wholly inside the overlap, where two tiles see all of it.
+horizontal seam, on the corner where four tiles meet; wholly inside one tile; a pixel
+apart on either side of the seam; and, with an overlap, wholly inside the overlap (two
+tiles see all of it) and across an overlap's edge (whole in some tiles, cut in others).
 """
 
 from __future__ import annotations
@@ -81,10 +82,16 @@ def layout(size: int, tile: int, overlap: int) -> list[Blob]:
         Blob("horizontal seam", 210, True, rect=(30, seam_from - 40, 90, seam_to + 40)),
         Blob("four-tile corner", 220, True, disc=(mid, mid, half + 48)),
         Blob("inside one tile", 230, False, rect=(110, 110, 170, 170)),
+        # Two objects a pixel apart on either side of the seam: they must stay two.
+        Blob("left of the seam", 180, False, rect=(seam_to - 40, 680, seam_to - 1, 720)),
+        Blob("right of the seam", 190, False, rect=(seam_to, 680, seam_to + 40, 720)),
     ]
     if seam_to - seam_from > 8:
         inside = (seam_from + 4, 120, seam_to - 4, 150)
         blobs.append(Blob("inside the overlap", 240, False, rect=inside))
+        # Whole in the tiles on the left of the seam, cut by the left edge of those beyond.
+        across = (seam_from - 20, 600, seam_to - 4, 640)
+        blobs.append(Blob("across an overlap's edge", 250, False, rect=across))
     return blobs
 
 
