@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,14 +18,19 @@ from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
 from geolibre_env.uv.runner import PASSTHROUGH_NAMES, stream_lines
-from geolibre_env.weights.hub_errors import WeightsCancelledError, runner_error
+from geolibre_env.weights.hub_errors import RESUME_HINT, WeightsCancelledError, runner_error
 
 log = logging.getLogger("geolibre_env.weights.sam3")
-PROGRESS_INTERVAL_S = 0.1
 # huggingface_hub's own settings a user may need to pass on (HF_HUB_DISABLE_XET: for
 # networks whose TLS inspection breaks the Xet transfers).
 HF_PASSTHROUGH = ("HF_HUB_DISABLE_XET", "HF_HUB_DOWNLOAD_TIMEOUT", "HF_HUB_ETAG_TIMEOUT")
 RUNNER = Path(__file__).with_name("hub_runner.py")
+FILE_KEYS = ("file", "file_done", "file_total")
+
+
+def weights_event(message: str, done: int, total: int, **extra: Any) -> ProgressEvent:
+    """A byte-progress event of the weights phase."""
+    return ProgressEvent("weights", message, done, total, "bytes", extra=extra)
 
 
 def run_hub_runner(
@@ -34,17 +38,20 @@ def run_hub_runner(
     items: list[dict[str, Any]],
     *,
     token: str | None,
-    meter: ByteMeter,
+    progress: ProgressSink,
     cancel: CancelToken | None,
     python: Path | str | Sequence[str] | None,
     repo: str,
+    done: str,
     python_env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run :mod:`geolibre_env.weights.hub_runner` for ``items``; its lines become progress."""
+    """Run :mod:`geolibre_env.weights.hub_runner` for ``items``: its lines become progress
+    events over the whole fetch (resumed bytes count once), then one ``done`` event."""
     if not items:
+        progress(weights_event(done, 0, 0))
         return []
     request = {"cache_dir": str(settings.paths.hf_home / "hub"), "items": items}
-    outcome: dict[str, Any] = {}
+    seen: dict[str, Any] = {"total": 0, "file": ""}
 
     def on_line(line: str) -> None:
         try:
@@ -52,26 +59,30 @@ def run_hub_runner(
         except ValueError:
             log.debug("hub runner: %s", redact(line))
             return
-        if isinstance(data, dict):
-            outcome.update(meter.read(data))
+        event = data.get("event") if isinstance(data, dict) else None
+        if event == "plan":
+            seen["total"] = int(data["total"])
+        elif event == "progress":
+            seen["file"], extra = str(data["file"]), {key: data[key] for key in FILE_KEYS}
+            progress(weights_event(seen["file"], int(data["done"]), seen["total"], **extra))
+        elif event in ("error", "done"):
+            seen[event] = data
 
     chosen = settings.hub_python or python or sys.executable
     launcher = [str(chosen)] if isinstance(chosen, str | Path) else list(chosen)
-    argv = [*launcher, str(RUNNER)]
     names = ", ".join(f"{item['repo']} ({', '.join(item['files'] or ['all'])})" for item in items)
-    log.info("Fetching %s from %s with %s", names, settings.hub_endpoint, argv[0])
+    log.info("Fetching %s from %s with %s", names, settings.hub_endpoint, launcher[0])
     try:
         env = {**(python_env or {}), **runner_environment(settings, token)}
-        code, tail, _ = stream_lines(argv, env=env,
-                                     on_line=on_line, cancel=cancel,
-                                     stdin_text=json.dumps(request))  # fmt: skip
+        code, tail, _ = stream_lines([*launcher, str(RUNNER)], env=env, on_line=on_line,
+                                     cancel=cancel, stdin_text=json.dumps(request))  # fmt: skip
     except InstallCancelledError:
         raise WeightsCancelledError(
-            f"The download of {meter.file or 'the SAM 3 weights'} was cancelled.",
+            f"The download of {seen['file'] or 'the SAM 3 weights'} was cancelled.",
             hint="Run it again to continue where it stopped.",
         ) from None
-    if "error" in outcome:
-        raise runner_error(outcome["error"], repo=repo, endpoint=settings.hub_endpoint,
+    if "error" in seen:
+        raise runner_error(seen["error"], repo=repo, endpoint=settings.hub_endpoint,
                            proxies=settings.proxies, has_token=bool(token))  # fmt: skip
     if code != 0 and any("No module named 'huggingface_hub'" in line for line in tail):
         raise WeightsError(
@@ -79,13 +90,14 @@ def run_hub_runner(
             hint="Repair the model environment (`geolibre-ml repair`), or set "
             "GEOLIBRE_ML_HUB_PYTHON to a Python that has huggingface_hub.",
         )
-    if code != 0 or "results" not in outcome:
+    if code != 0 or "done" not in seen:
         last = redact(" ".join(tail[-3:]))[:300]
         raise WeightsError(
             f"The weights download stopped unexpectedly (exit code {code}): {last or 'no output'}.",
-            hint="Run it again: it continues from the bytes already received.",
+            hint=RESUME_HINT,
         )
-    return list(outcome["results"])
+    progress(weights_event(done, seen["total"], seen["total"]))
+    return list(seen["done"].get("results", []))
 
 
 def runner_environment(settings: EnvSettings, token: str | None) -> dict[str, str]:
@@ -112,47 +124,3 @@ def runner_environment(settings: EnvSettings, token: str | None) -> dict[str, st
     if token:
         env["HF_TOKEN"] = token
     return env
-
-
-class ByteMeter:
-    """The hub runner's lines as byte progress over the whole fetch, at most one event per
-    PROGRESS_INTERVAL_S; a file's resumed bytes count once (positions are absolute)."""
-
-    def __init__(self, sink: ProgressSink) -> None:
-        self.sink = sink
-        self.total = self.base = 0  # base: bytes of the items and files already finished
-        self.file, self._file_total, self._last = "", 0, 0.0
-        self._item_total = self._item_done = 0  # the current item: its size, files done
-
-    def read(self, data: dict[str, Any]) -> dict[str, Any]:
-        event = data.get("event")
-        if event == "plan":
-            self.base += self._item_total
-            self._item_total, self._item_done = int(data.get("total") or 0), 0
-            self.total = self.base + self._item_total
-        elif event == "start":
-            self.file, self._file_total = str(data["file"]), int(data["size"])
-            self._update(int(data.get("resumed") or 0), force=True)
-        elif event == "progress":
-            self._update(int(data.get("done") or 0))
-        elif event == "file":
-            self._item_done += int(data.get("size") or 0)
-        elif event in ("error", "done"):
-            return {event: data} if event == "error" else {"results": data.get("results", [])}
-        return {}
-
-    def _update(self, file_done: int, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._last >= PROGRESS_INTERVAL_S:
-            self._last = now
-            extra = {"file": self.file, "file_done": file_done, "file_total": self._file_total}
-            self._emit(self.file, self.base + self._item_done + file_done, extra)
-
-    def finish(self, message: str) -> None:
-        self.base += self._item_total
-        self._item_total = self._item_done = 0
-        self._emit(message, self.base, {})
-
-    def _emit(self, message: str, done: int, extra: dict[str, Any]) -> None:
-        event = ProgressEvent("weights", message, done, self.total, "bytes", extra=extra)
-        self.sink(event)

@@ -17,8 +17,8 @@ from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec
 from geolibre_env.weights.hub_cache import RepoCache
-from geolibre_env.weights.hub_fetch import ByteMeter, run_hub_runner
-from geolibre_env.weights.sam3 import resolve_token, vocab_path
+from geolibre_env.weights.hub_fetch import run_hub_runner
+from geolibre_env.weights.sam3 import resolve_token, vocab_items
 
 # Not in the spec file: adding them there would change every environment's plan hash.
 OTHER_MODELS: dict[str, tuple[str, ...]] = {
@@ -52,13 +52,10 @@ def check_model(spec: ModelEnvSpec, model_id: str) -> tuple[str, ...]:
 
 def model_weights(settings: EnvSettings, spec: ModelEnvSpec, model_id: str) -> ModelWeights:
     """What is on disk for ``model_id``."""
-    files = check_model(spec, model_id)
     cache = RepoCache(settings.paths.hf_home / "hub", model_id)
-    commit = cache.commit_for(MODEL_REVISION)
-    missing = tuple(
-        name for name in files if commit is None or not cache.pointer(commit, name).is_file()
-    )
-    return ModelWeights(model_id, not missing, missing)
+    expected = dict.fromkeys(check_model(spec, model_id))
+    _, missing = cache.find(cache.commit_for(MODEL_REVISION), expected)
+    return ModelWeights(model_id, not missing, tuple(missing))
 
 
 def fetch_model(
@@ -74,18 +71,10 @@ def fetch_model(
 ) -> ModelWeights:
     """Download ``model_id``'s files (and the vocabulary its code reads) with the runner."""
     files = check_model(spec, model_id)
-    meter = ByteMeter(progress)
-    items: list[dict[str, object]] = []
+    items = vocab_items(spec, site_packages)
     if not model_weights(settings, spec, model_id).present:
-        items.append({"repo": model_id, "revision": MODEL_REVISION, "files": list(files)})
-    vocab = vocab_path(spec, site_packages)
-    if vocab is not None and not vocab.is_file():
-        weights = spec.weights
-        items.append({"repo": weights.vocab_repo, "repo_type": weights.vocab_repo_type,
-                      "revision": "main", "files": [weights.vocab_file],
-                      "copy_to": str(vocab)})  # fmt: skip
-    token = resolve_token(settings, token, settings.paths)
-    run_hub_runner(settings, items, token=token, meter=meter, cancel=cancel, python=python,
-                   repo=model_id)  # fmt: skip
-    meter.finish(f"{model_id} weights ready")
+        items.insert(0, {"repo": model_id, "revision": MODEL_REVISION, "files": list(files)})
+    run_hub_runner(settings, items, token=resolve_token(settings, token, settings.paths),
+                   progress=progress, cancel=cancel, python=python, repo=model_id,
+                   done=f"{model_id} weights ready")  # fmt: skip
     return model_weights(settings, spec, model_id)

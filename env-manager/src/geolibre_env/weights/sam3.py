@@ -9,8 +9,6 @@ need SAM 3's tokenizer vocabulary inside the samgeo package.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -19,22 +17,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from geolibre_env.errors import ConfigError, WeightsError
+from geolibre_env.model_env import read_json, write_json_atomic
 from geolibre_env.paths import Paths
 from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.redact import register_secret
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import SAM3_IMPLEMENTATIONS, ModelEnvSpec, Sam3Implementation
 from geolibre_env.weights.hub_cache import RepoCache
-from geolibre_env.weights.hub_errors import (
-    TOKENS_PAGE,
-    HubOfflineError,
-)
-from geolibre_env.weights.hub_fetch import ByteMeter, run_hub_runner
+from geolibre_env.weights.hub_errors import TOKENS_PAGE, HubOfflineError
+from geolibre_env.weights.hub_fetch import run_hub_runner, weights_event
 
 if TYPE_CHECKING:
     from geolibre_env.model_env import ActiveEnvironment
-
-log = logging.getLogger(__name__)
 
 Route = Literal["hub", "checkpoint", "none"]
 # Which files each backend needs, as last fetched (the transformers set comes
@@ -43,11 +37,6 @@ MANIFEST_NAME = "geolibre-weights.json"
 
 
 # The token ---------------------------------------------------------------------
-def token_path(paths: Paths) -> Path:
-    """Where huggingface_hub reads the token when ``HF_HOME`` is the model env's."""
-    return paths.hf_home / "token"
-
-
 def store_token(paths: Paths, token: str) -> None:
     """Write the token (mode 0600, atomically) where huggingface_hub looks for it."""
     token = token.strip()
@@ -57,16 +46,14 @@ def store_token(paths: Paths, token: str) -> None:
             hint=f"Copy a read token from {TOKENS_PAGE}.",
         )
     register_secret(token)
-    target = token_path(paths)
+    target = paths.hf_home / "token"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".token.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # Created 0600 from the start: the secret is never readable by others, not even briefly.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(token)
-            handle.flush()
-            os.fsync(handle.fileno())
+    try:  # created 0600 from the start: never readable by others, not even briefly
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(token)
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -76,7 +63,7 @@ def store_token(paths: Paths, token: str) -> None:
 def load_token(paths: Paths) -> str | None:
     """The stored token, or None."""
     try:
-        token = token_path(paths).read_text(encoding="utf-8").strip()
+        token = (paths.hf_home / "token").read_text(encoding="utf-8").strip()
     except (OSError, UnicodeDecodeError):
         return None
     register_secret(token)
@@ -89,6 +76,7 @@ def token_configured(paths: Paths, settings: EnvSettings) -> bool:
 
 
 def resolve_token(settings: EnvSettings, token: str | None, paths: Paths) -> str | None:
+    """The token given, else the environment's (HF_TOKEN), else the stored one."""
     for candidate in (token, settings.hub_token):
         if candidate and candidate.strip():
             register_secret(candidate.strip())
@@ -144,30 +132,25 @@ def weights_status(
     """What is present for ``backend``: fast, from the disk only."""
     _check_backend(backend)
     weights, paths = spec.weights, settings.paths
-    vocab_path = _vocab_path(spec, site_packages)
-    vocab_present = _nonempty_file(vocab_path) if vocab_path is not None else None
+    vocab = vocab_path(spec, site_packages)
+    vocab_present = _nonempty_file(vocab) if vocab is not None else None
     checkpoint = _absolute(checkpoint or settings.checkpoint_path)
-    files: list[WeightFile] = []
-    missing: list[str] = []
     commit: str | None = None
+    found: dict[str, int] = {}
+    missing: list[str] = []
     if checkpoint is not None and backend == "meta":
         route: Route = "checkpoint"
         if _checkpoint_problem(checkpoint) is None:
-            files.append(WeightFile(checkpoint.name, checkpoint.stat().st_size))
+            found[checkpoint.name] = checkpoint.stat().st_size
         else:
             missing.append(str(checkpoint))
     else:
         cache = RepoCache(paths.hf_home / "hub", weights.repo)
         commit = cache.commit_for(weights.revision)
         expected = _expected_files(paths, spec, backend, commit)
+        found, missing = cache.find(commit, expected)
         if commit is None or not expected:
-            missing.append(f"{weights.repo} ({backend} files)")
-        for name, size in expected.items():
-            pointer = cache.pointer(commit or "", name)
-            if pointer.is_file() and size in (None, pointer.stat().st_size):
-                files.append(WeightFile(name, pointer.stat().st_size))
-            else:
-                missing.append(name)
+            missing.insert(0, f"{weights.repo} ({backend} files)")
         route = "hub" if not missing else "none"
     # Only SAM 3's own (meta) code reads samgeo's vocabulary; transformers' processor
     # takes its tokenizer from the repository's files.
@@ -179,9 +162,9 @@ def weights_status(
         present=not missing,
         repo=weights.repo,
         commit=commit,
-        files=tuple(files),
+        files=tuple(WeightFile(name, size) for name, size in found.items()),
         vocab_present=vocab_present,
-        vocab_path=vocab_path,
+        vocab_path=vocab,
         checkpoint_path=checkpoint if route == "checkpoint" else None,
         missing=tuple(missing),
         token_configured=token_configured(paths, settings),
@@ -243,7 +226,6 @@ def fetch_weights(
     progress: ProgressSink = discard,
     cancel: CancelToken | None = None,
     checkpoint: Path | None = None,
-    refresh: bool = False,
     python: Path | str | Sequence[str] | None = None,
     python_env: Mapping[str, str] | None = None,
 ) -> WeightsStatus:
@@ -251,11 +233,10 @@ def fetch_weights(
     ``python`` (the model environment's; by default this one; a command line such as
     ``uv run --with ...`` with its variables in ``python_env``), resumably.
 
-    With everything present (and no ``refresh``) nothing touches the network.
+    With everything present nothing touches the network.
     """
     _check_backend(backend)
     weights, paths = spec.weights, settings.paths
-    token = resolve_token(settings, token, paths)
     checkpoint = _absolute(checkpoint or settings.checkpoint_path)
     if checkpoint is not None:
         _check_checkpoint(checkpoint, backend, weights.repo)
@@ -266,53 +247,77 @@ def fetch_weights(
         )
 
     before = status()
-    meter = ByteMeter(progress)
-    if before.present and not refresh:
-        meter.total = meter.base = before.total_bytes
-        meter.finish("SAM 3 weights already present")
+    if before.present:
+        total = before.total_bytes
+        progress(weights_event("SAM 3 weights already present", total, total))
         return before
     items: list[dict[str, Any]] = []
     if checkpoint is None:
         files = list(weights.meta_files) if backend == "meta" else None
         items.append({"repo": weights.repo, "revision": weights.revision, "files": files,
                       "exclude": list(weights.transformers_exclude)})  # fmt: skip
-    vocab = _vocab_path(spec, site_packages)
-    if vocab is not None and (refresh or not _nonempty_file(vocab)):
-        items.append({"repo": weights.vocab_repo, "repo_type": weights.vocab_repo_type,
-                      "revision": "main", "files": [weights.vocab_file],
-                      "copy_to": str(vocab)})  # fmt: skip
+    items += vocab_items(spec, site_packages)
     try:
-        results = run_hub_runner(settings, items, token=token, meter=meter, cancel=cancel,
-                                 python=python, repo=weights.repo,
+        results = run_hub_runner(settings, items, token=resolve_token(settings, token, paths),
+                                 progress=progress, cancel=cancel, python=python,
+                                 repo=weights.repo, done="SAM 3 weights ready",
                                  python_env=python_env)  # fmt: skip
     except HubOfflineError as exc:
+        vocab = vocab_path(spec, site_packages)
         if checkpoint is None or vocab is None:
             raise
-        action = (f"connect once, set HF_ENDPOINT to a mirror, or copy {weights.vocab_file} "
-                  f"into {vocab.parent}.")  # fmt: skip
         raise HubOfflineError(
             f"Could not reach the Hugging Face Hub at {exc.host} to fetch SAM 3's tokenizer "
             f"vocabulary ({weights.vocab_file}): {exc.reason}.",
-            hint=f"The local checkpoint covers the weights, not the vocabulary: {action}",
+            hint="The local checkpoint covers the weights, not the vocabulary: connect once, "
+            f"set HF_ENDPOINT to a mirror, or copy {weights.vocab_file} into {vocab.parent}.",
             kind=exc.kind, host=exc.host, reason=exc.reason,
         ) from None  # fmt: skip
     if checkpoint is None and results:
         got = results[0]
         record_weight_files(paths, backend, weights.repo, str(got["commit"]), got["files"])
-    meter.finish("SAM 3 weights ready")
     return status()
 
 
-# Small helpers -------------------------------------------------------------------
-def _check_backend(backend: str) -> None:
-    if backend not in SAM3_IMPLEMENTATIONS:
-        raise ConfigError(f"Unknown SAM 3 backend {backend!r}.", hint="Use meta or transformers.")
+def vocab_items(spec: ModelEnvSpec, site_packages: Path | None) -> list[dict[str, Any]]:
+    """The runner item that puts SAM 3's vocabulary into the environment, if it lacks it."""
+    vocab, weights = vocab_path(spec, site_packages), spec.weights
+    if vocab is None or _nonempty_file(vocab):
+        return []
+    return [{"repo": weights.vocab_repo, "repo_type": weights.vocab_repo_type,
+             "revision": "main", "files": [weights.vocab_file], "copy_to": str(vocab)}]  # fmt: skip
 
 
-def _vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
+def vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
+    """Where samgeo looks for SAM 3's tokenizer vocabulary inside an environment."""
     if site_packages is None:
         return None
     return site_packages / spec.weights.vocab_package_dir / spec.weights.vocab_file
+
+
+def record_weight_files(
+    paths: Paths, backend: Sam3Implementation, repo: str, commit: str, files: dict[str, int]
+) -> None:
+    """Remember which files (and sizes) ``backend`` needs at ``commit``: the transformers
+    set comes from the Hub's listing, so an offline status check needs this record."""
+    data = read_json(paths.hf_home / MANIFEST_NAME) or {}
+    data[backend] = {"repo": repo, "commit": commit, "files": files}
+    write_json_atomic(paths.hf_home / MANIFEST_NAME, data)
+
+
+# Small helpers -------------------------------------------------------------------
+def _expected_files(
+    paths: Paths, spec: ModelEnvSpec, backend: Sam3Implementation, commit: str | None
+) -> dict[str, int | None]:
+    entry = (read_json(paths.hf_home / MANIFEST_NAME) or {}).get(backend, {})
+    if commit and entry.get("repo") == spec.weights.repo and entry.get("commit") == commit:
+        return {str(name): int(size) for name, size in entry.get("files", {}).items()}
+    return dict.fromkeys(spec.weights.meta_files) if backend == "meta" else {}
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in SAM3_IMPLEMENTATIONS:
+        raise ConfigError(f"Unknown SAM 3 backend {backend!r}.", hint="Use meta or transformers.")
 
 
 def _absolute(path: Path | None) -> Path | None:
@@ -335,8 +340,7 @@ def _check_checkpoint(checkpoint: Path, backend: Sam3Implementation, repo: str) 
             hint="Unset SAM3_CHECKPOINT_PATH and fetch them with a Hub token, "
             "or use the meta backend (it needs an NVIDIA GPU).",
         )
-    problem = _checkpoint_problem(checkpoint)
-    if problem is not None:
+    if (problem := _checkpoint_problem(checkpoint)) is not None:
         raise WeightsError(
             f"The SAM 3 checkpoint {checkpoint} {problem}.",
             hint="Point --checkpoint / SAM3_CHECKPOINT_PATH at a readable sam3.pt.",
@@ -345,52 +349,10 @@ def _check_checkpoint(checkpoint: Path, backend: Sam3Implementation, repo: str) 
 
 def _checkpoint_problem(path: Path) -> str | None:
     """Why ``path`` cannot be the checkpoint, or None."""
-    if not path.exists():
-        return "does not exist"
     if not path.is_file():
-        return "is not a file"
+        return "is not a file" if path.exists() else "does not exist"
     try:
         with path.open("rb") as handle:
-            if not handle.read(1):
-                return "is empty"
+            return None if handle.read(1) else "is empty"
     except OSError as exc:
         return f"cannot be read ({exc.strerror or exc})"
-    return None
-
-
-def _expected_files(
-    paths: Paths, spec: ModelEnvSpec, backend: Sam3Implementation, commit: str | None
-) -> dict[str, int | None]:
-    entry = _read_manifest(paths).get(backend, {})
-    if commit and entry.get("repo") == spec.weights.repo and entry.get("commit") == commit:
-        return {str(name): int(size) for name, size in entry.get("files", {}).items()}
-    if backend == "meta":
-        return dict.fromkeys(spec.weights.meta_files)
-    return {}
-
-
-def _read_manifest(paths: Paths) -> dict[str, Any]:
-    try:
-        data = json.loads((paths.hf_home / MANIFEST_NAME).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def record_weight_files(
-    paths: Paths, backend: Sam3Implementation, repo: str, commit: str, files: dict[str, int]
-) -> None:
-    """Remember which files (and sizes) ``backend`` needs at ``commit``: the transformers
-    set comes from the Hub's listing, so an offline status check needs this record."""
-    data = _read_manifest(paths)
-    data[backend] = {"repo": repo, "commit": commit, "files": files}
-    target = paths.hf_home / MANIFEST_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{MANIFEST_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, target)
-
-
-def vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
-    """Where samgeo looks for SAM 3's tokenizer vocabulary inside an environment."""
-    return _vocab_path(spec, site_packages)

@@ -13,13 +13,13 @@ import hashlib
 import os
 import shutil
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from geolibre_env.errors import WeightsError
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, Sam3Implementation
-from geolibre_env.weights.hub_cache import COMMIT_SHA, SAFE_NAME, RepoCache, check_repo_filename
+from geolibre_env.weights.hub_cache import COMMIT_SHA, SAFE_NAME, RepoCache
 from geolibre_env.weights.sam3 import (
     WeightsStatus,
     record_weight_files,
@@ -130,19 +130,24 @@ def place_weights(
     cache = RepoCache(settings.paths.hf_home / "hub", weights.repo)
     try:
         for item in weights.files:
-            blob = cache.blob(item.etag)
+            blob = cache.root / "blobs" / item.etag
             blob.parent.mkdir(parents=True, exist_ok=True)
             new_blob = not (blob.is_file() and blob.stat().st_size == item.size)
             if new_blob:
                 shutil.move(item.source, blob)
-            cache.link(blob, cache.pointer(weights.commit, item.name), new_blob=new_blob)
+            _link(blob, cache.pointer(weights.commit, item.name), new_blob=new_blob)
         target = vocab_path(spec, site_packages)
         if vocab is not None and target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
             tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
             shutil.copyfile(vocab, tmp)
             os.replace(tmp, target)
-        cache.write_ref(weights.revision, weights.commit)
+        if weights.revision != weights.commit:  # last, as huggingface_hub's own download
+            ref = cache.root / "refs" / weights.revision
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+            tmp.write_text(weights.commit, encoding="utf-8")
+            os.replace(tmp, ref)
         sizes = {item.name: item.size for item in weights.files}
         record_weight_files(settings.paths, weights.backend, weights.repo, weights.commit, sizes)
     except OSError as exc:
@@ -155,6 +160,31 @@ def place_weights(
     return weights_status(
         settings, spec, backend=weights.backend, site_packages=site_packages, checkpoint=None
     )
+
+
+def check_repo_filename(name: str) -> str:
+    """``name`` if it is a plain relative path inside a repository, else ValueError."""
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or "\\" in name or ".." in parts or ":" in name:
+        raise ValueError(f"a file name we will not write to disk: {name!r}")
+    return name
+
+
+def _link(blob: Path, pointer: Path, *, new_blob: bool) -> None:
+    """A relative symlink pointer -> blob; where symlinks are refused, move or copy
+    the blob as huggingface_hub does (move a new blob: no 3 GB duplicate)."""
+    pointer.parent.mkdir(parents=True, exist_ok=True)
+    if pointer.is_symlink() or pointer.exists():
+        pointer.unlink()
+    try:
+        os.symlink(os.path.relpath(blob, pointer.parent), pointer)
+        return
+    except (OSError, NotImplementedError):
+        pass
+    if new_blob:
+        shutil.move(blob, pointer)
+    else:
+        shutil.copyfile(blob, pointer)
 
 
 def _sha256(path: Path) -> str:
