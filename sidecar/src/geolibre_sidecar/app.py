@@ -23,10 +23,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from geolibre_sidecar import __version__
-from geolibre_sidecar.backend import Backend, make_backend
+from geolibre_sidecar.backend import Backend, ManagedBackend, make_backend
 from geolibre_sidecar.backend_start import answer_status, wait_seconds
 from geolibre_sidecar.environment_info import EnvironmentInfo
 from geolibre_sidecar.errors import EXCEPTION_HANDLERS, BackendUnavailable
+from geolibre_sidecar.gpu_backends import GpuBackends
 from geolibre_sidecar.install_api import (
     InstallJobs,
     cancel_install,
@@ -164,6 +165,8 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         http = make_http_client(settings, transport)
         backend = make_backend(settings, http)
+        # One more managed samgeo-api per GPU for jobs, on a multi-GPU machine.
+        gpus = GpuBackends(settings, http, backend) if isinstance(backend, ManagedBackend) else None
         app.state.http = http
         app.state.backend = backend
         upstream = UpstreamClient(
@@ -175,6 +178,8 @@ def create_app(
 
         async def after_install() -> None:
             await backend.after_install()
+            if gpus is not None:
+                await gpus.after_install()
             await facts.refresh()
 
         app.state.install_jobs = jobs = InstallJobs(settings, on_success=after_install)
@@ -189,7 +194,7 @@ def create_app(
         app.state.job_manager = job_manager = JobManager(
             settings,
             JobStore(settings.env.paths.data / "jobs"),
-            Pool(settings, backend, upstream, app.state.proxy),
+            Pool(settings, backend, upstream, app.state.proxy, gpus),
             python=lambda: _model_python(settings),
         )
         app.state.status_sources.jobs = job_manager
@@ -211,6 +216,8 @@ def create_app(
             await jobs.aclose()
             await job_manager.aclose()
             await app.state.proxy.aclose()
+            if gpus is not None:
+                await gpus.aclose()
             await backend.aclose()
             await upstream.aclose()
             await http.aclose()

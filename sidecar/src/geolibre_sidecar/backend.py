@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -21,6 +21,7 @@ from geolibre_env.backend import (
     LaunchSpec,
     Supervisor,
     explain_answer,
+    pin_to_gpu,
     resolve_launch,
 )
 from geolibre_env.errors import GeoLibreError
@@ -100,17 +101,27 @@ class ManagedBackend:
 
     mode = "managed"
 
-    def __init__(self, settings: SidecarSettings, http: httpx.AsyncClient) -> None:
+    def __init__(self, settings: SidecarSettings, http: httpx.AsyncClient, name: str = "") -> None:
+        """``name`` sets apart an extra backend (one per GPU, :mod:`.gpu_backends`)."""
         self.settings = settings
         self.supervisor = Supervisor(
-            self._resolve_launch, paths=settings.env.paths, http=http, config=settings.supervisor
+            self._resolve_launch,
+            paths=settings.env.paths,
+            http=http,
+            config=settings.supervisor,
+            name=name,
         )
+        # The GPU it is pinned to (CUDA_VISIBLE_DEVICES), and what a start waits for
+        # first so the choice is made before a launch (both set by .gpu_backends).
+        self.device: str | None = None
+        self.before_start: Callable[[], Awaitable[None]] | None = None
         self.variants = ModelVariants(settings.max_model_variants)
         self.last_request_error: dict[str, Any] | None = None
         self.gate = WeightsGate(settings)
 
     def _resolve_launch(self) -> LaunchSpec:
-        return resolve_launch(self.settings.env, samgeo_cmd=self.settings.samgeo_cmd)
+        launch = resolve_launch(self.settings.env, samgeo_cmd=self.settings.samgeo_cmd)
+        return pin_to_gpu(launch, self.device)
 
     @property
     def state(self) -> str:
@@ -134,6 +145,8 @@ class ManagedBackend:
         return self.supervisor.url if self.available else None
 
     async def ensure_ready(self) -> str:
+        if self.before_start is not None:
+            await self.before_start()
         try:
             return await self.supervisor.ensure_ready()
         except GeoLibreError as exc:
@@ -145,6 +158,8 @@ class ManagedBackend:
     async def start(self, *, wait_s: float = 0.0) -> None:
         """Begin a start and answer at once (the state says ``starting``), or wait up to
         ``wait_s`` for it to be ready; a start that fails while waited for is an error."""
+        if self.before_start is not None:
+            await self.before_start()
         try:
             task = self.supervisor.begin_start()
         except GeoLibreError as exc:
@@ -199,6 +214,7 @@ class ManagedBackend:
     def snapshot(self) -> dict[str, Any]:
         data = self.supervisor.snapshot()
         data["model_variants"] = self.variants.snapshot()
+        data["device"] = self.device
         return data
 
     async def after_install(self) -> None:

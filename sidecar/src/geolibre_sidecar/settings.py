@@ -50,6 +50,9 @@ class SidecarSettings:
     max_model_variants: int = 2
     # Extra samgeo-api servers for tiled jobs: (url, tiles at once).
     job_backends: tuple[tuple[str, int], ...] = ()
+    # Managed samgeo-apis for jobs on a multi-NVIDIA-GPU machine: one per GPU, at most
+    # this many (None: all); 0 or 1: only the main one, not pinned to a GPU.
+    gpu_backends: int | None = None
     allowed_hosts: tuple[str, ...] = DEFAULT_ALLOWED_HOSTS
     cors_origins: tuple[str, ...] = DEFAULT_CORS_ORIGINS
     log_level: str = "INFO"
@@ -103,12 +106,30 @@ class SidecarSettings:
             body_idle_timeout_s=read.float("GEOLIBRE_ML_BODY_IDLE_TIMEOUT_S", 10.0, minimum=0.1),
             max_model_variants=read.int("GEOLIBRE_ML_MAX_MODEL_VARIANTS", 2),
             job_backends=parse_job_backends(read.list("GEOLIBRE_ML_JOB_BACKENDS")),
+            # A CUDA_VISIBLE_DEVICES of the user's own already chose the GPU: kept, unless
+            # GEOLIBRE_ML_GPU_BACKENDS asks for more.
+            gpu_backends=read.cast(
+                "GEOLIBRE_ML_GPU_BACKENDS",
+                parse_gpu_backends,
+                0 if env.get("CUDA_VISIBLE_DEVICES") is not None else None,
+                what="all or a whole number >= 0",
+            ),
             allowed_hosts=DEFAULT_ALLOWED_HOSTS + read.list("GEOLIBRE_ML_ALLOWED_HOSTS"),
             cors_origins=DEFAULT_CORS_ORIGINS + read.list("GEOLIBRE_ML_CORS_ORIGINS"),
             log_level=(read.str("GEOLIBRE_ML_LOG_LEVEL", "INFO") or "INFO").upper(),
             supervisor=supervisor,
             env=EnvSettings.from_environ(env),
         )
+
+
+def parse_gpu_backends(raw: str) -> int | None:
+    """``all`` -> None (every GPU), else a count >= 0 (ValueError otherwise)."""
+    if raw.lower() == "all":
+        return None
+    count = int(raw)
+    if count < 0:
+        raise ValueError(raw)
+    return count
 
 
 def parse_job_backends(items: tuple[str, ...]) -> tuple[tuple[str, int], ...]:

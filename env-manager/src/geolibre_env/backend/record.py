@@ -14,7 +14,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import psutil
+
 from geolibre_env.backend.process import ProcessIdentity
+from geolibre_env.paths import Paths
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,20 @@ def read_status(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def extra_backend_statuses(paths: Paths) -> list[dict]:
+    """The last status of each extra backend (one per GPU: ``BackendFiles.of`` names
+    their files), those whose sidecar is gone marked stopped."""
+    found = []
+    for path in sorted(paths.state.glob("supervisor-*.json")):
+        status = read_status(path)
+        if status is None:
+            continue
+        if not psutil.pid_exists(int(status.get("sidecar_pid") or 0)):
+            status = {**status, "state": "stopped", "cause": "no sidecar is running"}
+        found.append(status)
+    return found
 
 
 def read_record(path: Path) -> BackendRecord | None:

@@ -83,6 +83,7 @@ class Supervisor(RunningBackend):
         self._proc: GuardedProcess | None = None
         self._port: int | None = None
         self._source: str | None = None
+        self._device: str | None = None  # the launch's CUDA_VISIBLE_DEVICES
         self._ready_at: float | None = None
         self._in_flight = 0
         self._last_activity = time.monotonic()
@@ -119,6 +120,8 @@ class Supervisor(RunningBackend):
         uptime = self._clock() - self._ready_at if self._ready_at and proc else None
         return {
             "mode": "managed",
+            "name": self._files.name,
+            "device": self._device,
             "state": self.state.value,
             "cause": self._cause,
             "since": self._since,
@@ -264,7 +267,7 @@ class Supervisor(RunningBackend):
             raise
 
     def _announce_start(self, launch: LaunchSpec) -> None:
-        self._source = launch.source
+        self._source, self._device = launch.source, launch.env.get("CUDA_VISIBLE_DEVICES")
         if self._state is not BackendState.RESTARTING:
             self._set(BackendState.STARTING, f"starting samgeo-api from {launch.source}")
 

@@ -20,7 +20,7 @@ import psutil
 
 from geolibre_env import __version__
 from geolibre_env.backend.exit_causes import HINTS, ExitCause
-from geolibre_env.backend.record import read_status
+from geolibre_env.backend.record import extra_backend_statuses, read_status
 from geolibre_env.errors import GeoLibreError
 from geolibre_env.install.lock import InstallLock
 from geolibre_env.install.plan import InstallPlan, make_plan
@@ -261,8 +261,14 @@ def check_backend(settings: EnvSettings, live: Mapping[str, Any] | None) -> Chec
         parts.append(f"restarts {snapshot['restarts']}")
     if last.get("cause") and last.get("cause") != ExitCause.STOPPED.value:
         parts.append(f"last exit: {_clause(last.get('summary'))}")
+    if snapshot.get("device"):
+        parts[0] = f"on GPU {snapshot['device']}, {parts[0]}"
+    extras = extra_backend_statuses(settings.paths)  # one per GPU, for tiled jobs
+    parts += [f"{e.get('name')} on GPU {e.get('device')}: {e.get('state')}" for e in extras]
     data = {k: snapshot.get(k) for k in ("state", "cause", "pid", "port", "uptime_s", "restarts",
-                                         "last_exit", "log_tail")}  # fmt: skip
+                                         "last_exit", "log_tail", "device")}  # fmt: skip
+    data["gpu_backends"] = [{k: e.get(k) for k in ("name", "device", "state", "cause")}
+                            for e in extras]  # fmt: skip
     failed = state == "failed"
     hint = last.get("hint") or (HINTS[ExitCause.CRASHED] if failed else None)
     return Check(

@@ -9,7 +9,7 @@ from typing import Any
 
 import psutil
 
-from geolibre_env.backend.record import read_status
+from geolibre_env.backend.record import extra_backend_statuses, read_status
 from geolibre_env.install.lock import InstallLock
 from geolibre_env.model_env import active_environment
 from geolibre_env.settings import EnvSettings
@@ -68,6 +68,7 @@ def collect_status(settings: EnvSettings) -> dict[str, Any]:
         "environment": env,
         "weights": weights,
         "backend": backend or {"state": "stopped", "cause": "no sidecar has run yet"},
+        "gpu_backends": extra_backend_statuses(paths),
         "install": install,
     }
 
@@ -92,10 +93,13 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(f"Weights: missing{implementation}. {weights.get('reason')}")
         lines.append(f"  what to do: {weights.get('hint')}")
     backend = data.get("backend") or {}
-    since = backend.get("since")
-    ago = f", {int(time.time() - since)} s ago" if isinstance(since, int | float) else ""
-    cause = str(backend.get("cause") or "").strip().rstrip(".")
-    lines.append(f"Backend: {backend.get('state')} ({cause}{ago})")
+    for each in (backend, *data.get("gpu_backends", ())):
+        since = each.get("since")
+        ago = f", {int(time.time() - since)} s ago" if isinstance(since, int | float) else ""
+        cause = str(each.get("cause") or "").strip().rstrip(".")
+        name = f"Backend {each['name']}" if each.get("name") else "Backend"
+        device = f" on GPU {each['device']}" if each.get("device") else ""
+        lines.append(f"{name}{device}: {each.get('state')} ({cause}{ago})")
     last = backend.get("last_exit") or {}
     if last.get("summary") and backend.get("state") != "ready":
         lines.append(f"  last exit: {last['summary']}")

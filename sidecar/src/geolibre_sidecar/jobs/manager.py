@@ -156,7 +156,7 @@ class JobManager:
         attempts: collections.Counter[int] = collections.Counter()
         outstanding = len(queue)
         wake = asyncio.Event()
-        members = list(self.pool.members)
+        members = await self.pool.members_for_job()
         for member in members:
             member.failures_in_row, member.set_aside = 0, False
         job.run_started, job.done_this_run = time.monotonic(), 0

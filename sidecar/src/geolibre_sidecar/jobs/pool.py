@@ -1,5 +1,6 @@
 """The backends a job's tiles go to: the sidecar's own samgeo-api (through the same
-in-flight cap as interactive requests, so neither starves the other) and the extra
+in-flight cap as interactive requests, so neither starves the other), one more per
+NVIDIA GPU on a multi-GPU machine (:mod:`geolibre_sidecar.gpu_backends`) and the extra
 servers of ``GEOLIBRE_ML_JOB_BACKENDS``. Each gets as many tiles at once as its
 concurrency (samgeo-api computes one request at a time: 1 unless the URL is a
 load-balanced service of several replicas, given as ``url#N``).
@@ -18,6 +19,7 @@ from urllib.parse import urlsplit
 
 from geolibre_sidecar.backend import Backend
 from geolibre_sidecar.errors import SidecarError
+from geolibre_sidecar.gpu_backends import GpuBackends, label_of
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.upstream import UpstreamClient, UpstreamError
 
@@ -40,8 +42,10 @@ class Member:
     """One backend of the pool and how it has fared."""
 
     name: str  # shown to users: never carries credentials
-    url: str | None  # None: the sidecar's own backend
+    url: str | None  # None: one the sidecar runs (``backend``)
     concurrency: int
+    backend: Backend | None = None
+    device: str | None = None  # the GPU a managed backend is pinned to
     tiles_done: int = 0
     failures_in_row: int = 0
     last_error: str | None = None
@@ -53,6 +57,8 @@ class Member:
         return {
             "name": self.name,
             "concurrency": self.concurrency,
+            "device": self.device,
+            "state": self.backend.state if self.backend is not None else None,
             "tiles_done": self.tiles_done,
             "failures_in_row": self.failures_in_row,
             "last_error": self.last_error,
@@ -89,32 +95,51 @@ class Pool:
         backend: Backend,
         upstream: UpstreamClient,
         proxy: Any,
+        gpus: GpuBackends | None = None,
     ) -> None:
         self.settings = settings
         self.backend = backend
         self.upstream = upstream
         self.proxy = proxy  # its in_flight count is the cap jobs share with requests
-        self.members = [Member("local", None, 1)] + [
+        self.gpus = gpus
+        self.members = [Member("local", None, 1, backend)] + [
             Member(shown_url(url), url, concurrency) for url, concurrency in settings.job_backends
         ]
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [member.snapshot() for member in self.members]
 
+    async def members_for_job(self) -> list[Member]:
+        """Every member, with one per GPU on a multi-GPU machine (added on the first job)."""
+        if self.gpus is None:
+            return list(self.members)
+        known = {member.backend for member in self.members}
+        extras = [(gpu, extra) for gpu, extra in await self.gpus.for_jobs() if extra not in known]
+        main_gpu = self.gpus.main_gpu()
+        self.members[0].device = label_of(main_gpu) if main_gpu else None
+        for position, (gpu, extra) in enumerate(extras, start=1):
+            member = Member(f"gpu{gpu.index}", None, 1, extra, label_of(gpu))
+            self.members.insert(position, member)
+        return list(self.members)
+
     async def segment(
         self, member: Member, mode: str, fields: dict[str, str], tile: bytes, name: str
     ) -> dict[str, Any]:
         """samgeo-api's GeoJSON for one tile (an empty collection when it found nothing)."""
         body, content_type = multipart(fields, tile, name)
-        if member.url is not None:
+        backend = member.backend
+        if backend is None:
+            assert member.url is not None
             return await self._post(member.url, mode, body, content_type)
-        async with self._local_slot():
+        # Only the main backend serves interactive requests: only it shares their cap.
+        shared = backend is self.backend
+        async with self._local_slot() if shared else contextlib.nullcontext():
             try:
-                url = await self.backend.ensure_ready()
+                url = await backend.ensure_ready()
             except SidecarError as exc:
                 raise TileFailed(exc.detail) from None
-            async with self.backend.request():
-                return await self._post(url, mode, body, content_type, local=True)
+            async with backend.request():
+                return await self._post(url, mode, body, content_type, backend=backend)
 
     @contextlib.asynccontextmanager
     async def _local_slot(self) -> AsyncIterator[None]:
@@ -128,8 +153,16 @@ class Pool:
             self.proxy.in_flight -= 1
 
     async def _post(
-        self, url: str, mode: str, body: bytes, content_type: bytes, *, local: bool = False
+        self,
+        url: str,
+        mode: str,
+        body: bytes,
+        content_type: bytes,
+        *,
+        backend: Backend | None = None,
     ) -> dict[str, Any]:
+        """One tile to one server; ``backend``: one the sidecar runs, which explains."""
+
         async def once() -> AsyncIterator[bytes]:
             yield body
 
@@ -149,8 +182,8 @@ class Pool:
         except TimeoutError:
             raise TileFailed(f"no answer within {self.settings.upstream_timeout_s:g} s") from None
         except UpstreamError as exc:
-            if local:
-                raise TileFailed((await self.backend.explain(exc)).detail) from None
+            if backend is not None:
+                raise TileFailed((await backend.explain(exc)).detail) from None
             raise TileFailed(str(exc)) from None
         text = data.decode("utf-8", "replace")
         detail = text
@@ -170,8 +203,8 @@ class Pool:
         if status == 404 and NO_OBJECTS in detail:
             return EMPTY
         if status >= 500 or status in (408, 429):
-            if local:
-                detail = self.backend.note_error_answer(status, detail).detail
+            if backend is not None:
+                detail = backend.note_error_answer(status, detail).detail
             raise TileFailed(f"HTTP {status}: {detail[:300]}")
         if status in (401, 403):
             raise TileFailed(f"HTTP {status}: the backend refused our credentials")
