@@ -128,6 +128,37 @@ def test_weights_come_from_the_hub_and_the_backend_then_runs_offline(installing,
     assert (ml_home / "data" / "hf-home" / "token").read_text().strip() == TOKEN
 
 
+def test_the_app_fetches_another_model_with_progress_and_refuses_an_unknown_one(installing, hub):
+    sam31 = {"config.json": b'{"model_type": "sam3.1"}', "sam3.1_multiplex.pt": os.urandom(250_000)}
+    hub.add_repo("facebook/sam3.1", sam31, lfs=("sam3.1_multiplex.pt",), gated=True)
+    hub.repos[("model", "facebook/sam3.1")].granted_tokens.add(TOKEN)
+    sidecar = installing(HF_ENDPOINT=hub.url)
+    with sidecar.client() as client:
+        refused = client.post("/ml/backend/install", json={"model": "facebook/sam9"})
+        assert refused.status_code == 422
+        assert refused.json()["detail"] == (
+            "model must be one of facebook/sam3, facebook/sam3.1, not 'facebook/sam9'."
+        )
+        assert client.get("/ml/backend/install").json()["state"] == "none"
+        assert not hub.log(), "nothing was fetched for a refused request"
+        started = client.post(
+            "/ml/backend/install", json={"token": TOKEN, "model": "facebook/sam3.1"}
+        )
+        assert started.status_code == 202, started.text
+    events = read_events(sidecar)
+    assert events[-1]["state"] == "succeeded", events[-3:]
+    weight_bytes = [e for e in events if e.get("phase") == "weights" and e.get("unit") == "bytes"]
+    shown = {e["extra"].get("file") for e in weight_bytes}
+    assert {"config.json", "sam3.1_multiplex.pt"} <= shown
+    assert weight_bytes[-1]["done"] == weight_bytes[-1]["total"] >= sum(map(len, sam31.values()))
+    downloads = {r.path for r in hub.log() if "/resolve/" in r.path}
+    assert downloads and not [p for p in downloads if "/facebook/sam3/" in p], "only sam3.1's"
+    with sidecar.client() as client:
+        models = client.get("/ml/status").json()["weights"]["models"]
+    assert models["facebook/sam3.1"]["present"] is True
+    assert models["facebook/sam3"]["present"] is False
+
+
 def test_a_token_without_the_licence_explains_itself(installing, hub):
     ungranted = "hf_NotGrantedNotGrantedNotGranted00"
     hub.valid_tokens.add(ungranted)  # a real token, but its owner never accepted the licence

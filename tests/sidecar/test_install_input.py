@@ -32,6 +32,7 @@ BAD_CHARACTERS = [
     (b'{"bundle": "/tmp/\\udfff.tar"}', "bundle"),
     (b'{"token": "hf_abc\\u0000def"}', "token"),
     (b'{"checkpoint": "relative/sam3.pt"}', "checkpoint"),
+    (b'{"model": "facebook/\\u0000sam3.1"}', "model"),
 ]
 
 
@@ -49,7 +50,8 @@ def test_bad_characters_are_422_and_leave_no_job(sidecar, tmp_path):
     finished_failed_install(sidecar, tmp_path)
 
 
-OPTION_LIKE = [("checkpoint", "-h"), ("build", "--help"), ("bundle", "--force"), ("build", "a -v")]
+OPTION_LIKE = [("checkpoint", "-h"), ("build", "--help"), ("bundle", "--force"), ("build", "a -v"),
+               ("model", "--force")]  # fmt: skip
 
 
 def test_values_never_become_installer_options(sidecar):

@@ -101,6 +101,7 @@ def test_sam3_1_without_its_files_answers_with_the_command_that_fetches_them(tmp
         "cannot run."
     )
     assert "`geolibre-ml install --model facebook/sam3.1`" in refusal.hint
+    assert '`POST /ml/backend/install {"model": "facebook/sam3.1"}`' in refusal.hint
     repo = gate.settings.env.paths.hf_home / "hub" / "models--facebook--sam3.1"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("c0ffee")

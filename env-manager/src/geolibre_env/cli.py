@@ -38,6 +38,7 @@ from geolibre_env.install.protocol import (
     OPT_EVENTS,
     OPT_FORCE,
     OPT_FROM,
+    OPT_MODEL,
     OPT_NO_WEIGHTS,
     OPT_PARENT_PID,
     OPT_TOKEN_STDIN,
@@ -240,7 +241,7 @@ def _add_install_options(parser: argparse.ArgumentParser) -> None:
     token.add_argument("--ask-token", action="store_true", help="prompt for it (hidden input)")
     parser.add_argument(OPT_CHECKPOINT, help="use this local sam3.pt instead of downloading")
     parser.add_argument(OPT_NO_WEIGHTS, action="store_true", help="skip the weights step")
-    parser.add_argument("--model", help="fetch this model's weights instead (e.g. facebook/sam3.1)")
+    parser.add_argument(OPT_MODEL, help="fetch this model's weights instead (e.g. facebook/sam3.1)")
     parser.add_argument("--wait", action="store_true", help="wait for another install to end")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument(OPT_EVENTS, action="store_true", help="progress as JSON lines on stdout")

@@ -1,4 +1,5 @@
-"""The one-click install behind ``/ml/backend/install``.
+"""The one-click install behind ``/ml/backend/install`` (or, with ``model``, the
+fetch of one model's weights: ``geolibre-ml install --model``).
 
 The install runs as a child process (``python -m geolibre_env install --events``)
 so a cancel can stop it and everything it started as one tree, and the
@@ -19,7 +20,7 @@ import re
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,8 @@ from geolibre_env.errors import GeoLibreError
 from geolibre_env.install import protocol
 from geolibre_env.process_tree import signal_group
 from geolibre_env.redact import redact, register_secret
+from geolibre_env.spec import load_spec
+from geolibre_env.weights import known_models
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -37,7 +40,7 @@ from geolibre_sidecar.sse import MAX_EVENTS, event_stream, follow, last_event_id
 log = logging.getLogger("geolibre.install")
 
 CANCEL_GRACE_S = 10.0
-ALLOWED_FIELDS = {"backend", "token", "checkpoint", "bundle", "weights", "force", "build"}
+ALLOWED_FIELDS = {"backend", "token", "checkpoint", "bundle", "weights", "force", "build", "model"}
 MAX_TEXT_CHARS = 4096  # longer than any real path, short enough to echo in a message
 # A torch build name: cpu, cu126, rocm6.3, ... (never an option, never a path).
 BUILD_NAME = re.compile(r"[a-z0-9][a-z0-9._+]{0,31}", re.IGNORECASE)
@@ -96,8 +99,9 @@ def _path(body: dict[str, Any], name: str, what: str) -> str | None:
     return value
 
 
-def parse_request(body: Any) -> tuple[list[str], str | None]:
-    """The installer's arguments and the token, from the request's JSON body."""
+def parse_request(body: Any, models: Sequence[str] = ()) -> tuple[list[str], str | None]:
+    """The installer's arguments and the token, from the request's JSON body; ``models``:
+    those a ``model`` field may name (the spec's)."""
     if body is None:
         body = {}
     if not isinstance(body, dict):
@@ -126,6 +130,12 @@ def parse_request(body: Any) -> tuple[list[str], str | None]:
     bundle_what = "the path of an offline bundle made by `geolibre-ml bundle export`"
     if bundle := _path(body, "bundle", bundle_what):
         args.append(f"{protocol.OPT_FROM}={bundle}")
+    if (model := _text(body, "model", "a model id such as 'facebook/sam3.1'")) is not None:
+        if model not in models:
+            raise InvalidField(f"model must be one of {', '.join(models)}, not {model[:60]!r}.")
+        if body.get("weights") is False:
+            raise InvalidField("model asks for that model's weights, so weights cannot be false.")
+        args.append(f"{protocol.OPT_MODEL}={model}")
     for flag, name, when in (
         (protocol.OPT_NO_WEIGHTS, "weights", False),
         (protocol.OPT_FORCE, "force", True),
@@ -175,7 +185,10 @@ class InstallJobs:
         }
 
     async def start(self, body: Any) -> dict[str, Any]:
-        args, token = parse_request(body)
+        # The spec is read only for a request that names a model.
+        named = isinstance(body, dict) and body.get("model") is not None
+        models = known_models(load_spec(self.settings.env.spec_path)) if named else ()
+        args, token = parse_request(body, models)
         if self._starting.locked() or (self.job is not None and self.job.running):
             raise Conflict("An install is already running; follow it or cancel it first.")
         async with self._starting:

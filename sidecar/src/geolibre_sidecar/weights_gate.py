@@ -24,6 +24,7 @@ from geolibre_env.weights import (
     NOT_CHECKED_CMD,
     OTHER_MODELS,
     WeightsVerdict,
+    install_call,
     install_command,
     model_weights,
     planned_backend,
@@ -132,8 +133,9 @@ class WeightsGate:
         return BackendUnavailable(
             f"The weights of {model_id} are not on this computer, so a segmentation with it "
             "cannot run.",
-            hint=f"Fetch them with `{install_command(model_id)}` (its licence must be "
-            "accepted on the Hugging Face Hub, as for facebook/sam3), then retry.",
+            hint=f"Fetch them with `{install_command(model_id)}` or from the app with "
+            f"`{install_call(model_id)}` (its licence must be accepted on the Hugging Face "
+            "Hub, as for facebook/sam3), then retry.",
             cause=ExitCause.WEIGHTS_MISSING.value,
         )
 

@@ -209,4 +209,10 @@ export interface InstallOptions {
   force?: boolean;
   /** A torch build name such as "cpu" or "cu126" (normally chosen from the machine). */
   build?: string;
+  /**
+   * Fetch this model's weights (with the same progress events) instead of facebook/sam3's,
+   * e.g. "facebook/sam3.1"; one of the models `/ml/status` lists under `weights.models`.
+   * An unknown id is refused with 422 before anything runs.
+   */
+  model?: string;
 }

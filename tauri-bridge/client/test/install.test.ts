@@ -131,6 +131,17 @@ test("a dropped event stream is resumed with Last-Event-ID: nothing lost, nothin
   assert.deepEqual(resumed, failedRun);
 });
 
+test("a model the spec does not know is refused with 422 before anything runs", async () => {
+  const before = await client.installState();
+  const refused = await client.install({ model: "facebook/sam9", token: "hf_x" }).then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(refused instanceof SidecarError && refused.status === 422, String(refused));
+  assert.equal(refused.detail, "model must be one of facebook/sam3, facebook/sam3.1, not 'facebook/sam9'.");
+  assert.deepEqual(await client.installState(), before, "no install was started");
+});
+
 test("cancel stops a running install and its processes; the stream ends 'cancelled'", async () => {
   await client.install({ weights: false });
   const events: InstallEvent[] = [];

@@ -15,7 +15,7 @@ __all__ = [
     "EVENT_ERROR", "EVENT_PROGRESS", "EVENT_RESULT",
     "EXIT_CANCELLED", "EXIT_ERROR", "EXIT_OK", "EXIT_PARTIAL", "EXIT_USAGE",
     "OPT_BACKEND", "OPT_BUILD", "OPT_CHECKPOINT", "OPT_EVENTS", "OPT_FORCE", "OPT_FROM",
-    "OPT_NO_WEIGHTS", "OPT_PARENT_PID", "OPT_TOKEN_STDIN",
+    "OPT_MODEL", "OPT_NO_WEIGHTS", "OPT_PARENT_PID", "OPT_TOKEN_STDIN",
     "SAM3_IMPLEMENTATIONS", "Sam3Implementation",
 ]  # fmt: skip
 
@@ -36,6 +36,7 @@ OPT_BACKEND: Final = "--backend"  # a Sam3Implementation
 OPT_BUILD: Final = "--build"
 OPT_CHECKPOINT: Final = "--checkpoint"
 OPT_FROM: Final = "--from"
+OPT_MODEL: Final = "--model"  # fetch this model's weights (weights.models.check_model)
 OPT_NO_WEIGHTS: Final = "--no-weights"
 OPT_FORCE: Final = "--force"
 OPT_TOKEN_STDIN: Final = "--token-stdin"

@@ -15,7 +15,13 @@ from geolibre_env.weights.availability import (
     segmentation_availability,
     weights_verdict,
 )
-from geolibre_env.weights.models import OTHER_MODELS, install_command, model_weights
+from geolibre_env.weights.models import (
+    OTHER_MODELS,
+    install_call,
+    install_command,
+    known_models,
+    model_weights,
+)
 from geolibre_env.weights.sam3 import (
     WeightsStatus,
     active_weights_status,
@@ -35,7 +41,9 @@ __all__ = [
     "WeightsVerdict",
     "active_weights_status",
     "fetch_weights",
+    "install_call",
     "install_command",
+    "known_models",
     "model_weights",
     "planned_backend",
     "segmentation_availability",

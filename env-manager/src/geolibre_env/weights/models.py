@@ -32,6 +32,16 @@ def install_command(model_id: str) -> str:
     return f"geolibre-ml install --model {model_id}"
 
 
+def install_call(model_id: str) -> str:
+    """The app's way to fetch them: the sidecar's install API (the same installer)."""
+    return f'POST /ml/backend/install {{"model": "{model_id}"}}'
+
+
+def known_models(spec: ModelEnvSpec) -> tuple[str, ...]:
+    """Every model whose weights the install can fetch."""
+    return (spec.weights.repo, *OTHER_MODELS)
+
+
 @dataclass(frozen=True)
 class ModelWeights:
     """Whether one extra model's files are in the Hub cache (disk only, no network)."""
@@ -45,7 +55,7 @@ def check_model(spec: ModelEnvSpec, model_id: str) -> tuple[str, ...]:
     """The files ``model_id`` needs; ConfigError for a model we cannot fetch."""
     files = OTHER_MODELS.get(model_id)
     if files is None:
-        known = ", ".join([spec.weights.repo, *OTHER_MODELS])
+        known = ", ".join(known_models(spec))
         raise ConfigError(f"Unknown model {model_id!r}.", hint=f"Choose one of: {known}.")
     return files
 
