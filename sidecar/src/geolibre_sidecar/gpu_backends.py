@@ -82,7 +82,7 @@ class GpuBackends:
 
     async def for_jobs(self) -> list[tuple[Gpu, ManagedBackend]]:
         """The extra backends (GPU 1 on), created on the first job; each starts with
-        its first tile."""
+        its first tile. One that failed to start is given another chance by each job."""
         gpus = await self.gpus()
         if gpus and not self.extras:
             for gpu in gpus[1:]:
@@ -90,6 +90,8 @@ class GpuBackends:
                 extra.device = device_of(gpu)
                 await extra.startup()  # adopts or stops one a killed sidecar left
                 self.extras.append((gpu, extra))
+        for _gpu, extra in self.extras:
+            extra.supervisor.reset_failure()
         return self.extras
 
     def main_gpu(self) -> Gpu | None:

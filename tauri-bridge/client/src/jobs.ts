@@ -51,6 +51,10 @@ export interface JobSnapshot {
 export interface JobBackend {
   name: string;
   concurrency: number;
+  /** The GPU a managed backend is pinned to ("GPU 1: <name> (<UUID>)"); null otherwise. */
+  device: string | null;
+  /** A managed backend's state ("ready", "starting", ...); null for a remote server. */
+  state: string | null;
   tiles_done: number;
   failures_in_row: number;
   last_error: string | null;
