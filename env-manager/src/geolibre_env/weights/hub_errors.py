@@ -41,9 +41,6 @@ GATED = {
     (403, True): ("HTTP 403", "Accept the licence for {repo} on the Hub ({page}), make sure "
                   "your token can read gated repositories, then retry."),
 }  # fmt: skip
-# What a 404 (or an anonymous 401) lacks, by the Hub's X-Error-Code.
-MISSING = {"RepoNotFound": "repository {repo}",
-           "RevisionNotFound": "such revision of {repo} (the [weights] revision)"}  # fmt: skip
 # The runner's other failures, by case: the sentence and the next step, filled in
 # from its data.
 SENTENCES = {
@@ -122,7 +119,10 @@ def runner_error(
     case = info.get("kind") or ("write" if status is None else "missing" if status in (401, 404)
                                 else "429" if status == 429 else "http")  # fmt: skip
     what = str(info.get("what") or "")
-    missing = MISSING.get(code, f"{what or 'such file'} in {{repo}}").format(repo=repo)
+    missing = {  # what a 404 (or an anonymous 401) lacks, by the Hub's X-Error-Code
+        "RepoNotFound": f"repository {repo}",
+        "RevisionNotFound": f"such revision of {repo} (the [weights] revision)",
+    }.get(code, f"{what or 'such file'} in {repo}")
     check = f"Check the token can read {repo} ({TOKENS_PAGE}); check" if status == 401 else "Check"
     gigabytes = {key: int(info.get(key) or 0) / 1e9 for key in ("needed", "free")}
     fields = {**info, **gigabytes, "repo": repo, "host": host_of(endpoint), "missing": missing,
