@@ -39,8 +39,9 @@ def test_token_comes_from_the_environment_when_the_app_sets_one(sidecar_factory)
         assert client.get("/ml/status").status_code == 200
 
 
-def test_each_launch_gets_a_new_token(sidecar_factory):
-    assert sidecar_factory().token != sidecar_factory().token
+def test_each_launch_gets_a_new_token(sidecar_factory, tmp_path):
+    # Two at once need two data folders (one sidecar per folder: test_data_lock.py).
+    assert sidecar_factory().token != sidecar_factory(home=tmp_path / "second").token
 
 
 def test_fixed_port_still_works_for_older_app_builds(sidecar_factory):

@@ -261,6 +261,7 @@ def test_external_backend_with_and_without_an_answer(sidecar_factory, contract):
         with sidecar.client() as client:
             received = echoed(app_request(client, "predict", APP_FIELDS["predict"]))
         assert received["fields"]["point_crs"] == "EPSG:4326"
+    sidecar.close()  # one sidecar per data folder
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
