@@ -2,7 +2,7 @@
 cutting and merging (rasterio, shapely) and samgeo-api stand-ins answering the tiles
 (the real samgeo-api's job is in test_jobs_real.py): progress events for every tile,
 resumable events, the merged result, cancel, a restart mid-job, a crashing backend in
-the pool, bad input."""
+the pool, bad input (a corrupt raster: test_jobs_worker.py)."""
 
 from __future__ import annotations
 
@@ -244,20 +244,6 @@ def test_bad_requests_are_refused_with_a_sentence_and_leave_no_job(
     assert unauthorised.status_code == 401
     after = set(jobs_dir.iterdir()) if jobs_dir.exists() else set()
     assert after == before
-
-
-def test_a_corrupt_raster_fails_the_job_with_one_sentence_and_leaves_nothing_running(
-    sidecar: Sidecar, standin: StandinProcess
-) -> None:
-    with sidecar.client() as client:
-        job = submit(client, b"II*\x00 this is not a GeoTIFF" * 50).json()
-    state = wait_state(
-        sidecar, job["id"], lambda s: s["state"] == "failed", timeout_s=60, what="the job to fail"
-    )
-    detail = state["error"]["detail"]
-    assert detail.startswith("The raster could not be read") and "Traceback" not in detail
-    assert sidecar.descendants() == []
-    assert segment_requests(standin) == 0
 
 
 class _Refuses(http.server.BaseHTTPRequestHandler):

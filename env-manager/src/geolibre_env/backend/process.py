@@ -63,7 +63,9 @@ class ProcessIdentity:
         return data
 
 
-def guard_command(argv: Sequence[str], *, log_path: Path, parent_pid: int) -> list[str]:
+def guard_command(
+    argv: Sequence[str], *, log_path: Path, parent_pid: int, stdio: bool = False
+) -> list[str]:
     """The command line that runs ``argv`` under :mod:`geolibre_env.backend.process_guard`."""
     return [
         sys.executable,
@@ -73,6 +75,7 @@ def guard_command(argv: Sequence[str], *, log_path: Path, parent_pid: int) -> li
         str(parent_pid),
         "--log",
         str(log_path),
+        *(["--stdio"] if stdio else []),
         "--",
         *argv,
     ]
@@ -107,8 +110,12 @@ class GuardedProcess:
         env: Mapping[str, str],
         log_path: Path,
         cwd: Path | None = None,
+        stdio: bool = False,
     ) -> GuardedProcess:
         """Start ``argv`` under the guard. Must run on the event loop's thread.
+
+        ``stdio``: ``argv`` talks over pipes (:attr:`stdin`, :attr:`stdout`); its
+        stderr goes to the log.
 
         The loop thread lives as long as the sidecar, which matters on Linux:
         the kernel's parent-death signal follows the thread that forked.
@@ -119,12 +126,13 @@ class GuardedProcess:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True  # own group: signalled as one
+        pipe = subprocess.PIPE if stdio else subprocess.DEVNULL
         child = await asyncio.create_subprocess_exec(
-            *guard_command(argv, log_path=log_path, parent_pid=os.getpid()),
+            *guard_command(argv, log_path=log_path, parent_pid=os.getpid(), stdio=stdio),
             env=dict(env),
             cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdin=pipe,
+            stdout=pipe,
             stderr=subprocess.DEVNULL,
             **kwargs,
         )
@@ -139,6 +147,14 @@ class GuardedProcess:
     def adopt(cls, identity: ProcessIdentity) -> GuardedProcess | None:
         """Take charge of a process an earlier sidecar started, if it is still that process."""
         return cls(identity) if identity.is_alive() else None
+
+    @property
+    def stdin(self) -> asyncio.StreamWriter | None:
+        return self._child.stdin if self._child is not None else None
+
+    @property
+    def stdout(self) -> asyncio.StreamReader | None:
+        return self._child.stdout if self._child is not None else None
 
     @property
     def returncode(self) -> int | None:

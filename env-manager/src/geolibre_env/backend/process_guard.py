@@ -8,7 +8,8 @@ SIGKILL: the guard asks the kernel for a signal when its parent dies
 platform), then kills the backend's whole tree. It also owns the backend's
 output: every line goes, redacted, to a size-rotated log file that the
 sidecar tails for progress and crash causes, so nothing depends on the
-sidecar reading a pipe.
+sidecar reading a pipe. With ``--stdio`` (the tile worker, which talks JSON lines)
+the child keeps the guard's stdin and stdout and only its stderr goes to the log.
 
 The guard exits the way its child did (same code, or the same signal), so the
 supervisor classifies the backend's exit, not the guard's.
@@ -104,19 +105,29 @@ def _pump(stream: IO[bytes], log: RotatingLog) -> None:
         log.write_line(pending + b"\n")
 
 
-def run(parent_pid: int, log: RotatingLog, argv: list[str]) -> int:
-    """Start ``argv``, pump its output into ``log``, and mirror its exit."""
+def run(parent_pid: int, log: RotatingLog, argv: list[str], *, stdio: bool = False) -> int:
+    """Start ``argv``, pump its output into ``log``, and mirror its exit.
+
+    ``stdio``: the child talks over the guard's stdin and stdout; only stderr is logged."""
     parent_died = threading.Event()
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     header = f"--- {stamp} geolibre guard {os.getpid()} starting: {' '.join(argv)}\n"
     log.write_line(header.encode())
     try:
         child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            argv,
+            stdin=None if stdio else subprocess.DEVNULL,
+            stdout=None if stdio else subprocess.PIPE,
+            stderr=subprocess.PIPE if stdio else subprocess.STDOUT,
         )
     except OSError as exc:
         log.write_line(f"geolibre: cannot start {argv[0]}: {exc}\n".encode())
         return EXIT_CANNOT_START
+    if stdio:  # the child alone holds the pipes: its death is EOF to the sidecar at once
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(devnull, 1)
+        os.close(devnull)
 
     def on_parent_death(_signum: int, _frame: object) -> None:
         parent_died.set()
@@ -141,8 +152,9 @@ def run(parent_pid: int, log: RotatingLog, argv: list[str]) -> int:
     # Every platform polls; Linux also has the kernel's signal (SIGUSR1 above).
     ParentWatch(parent_pid).watch_in_thread(on_parent_gone, stop=parent_died)
 
-    assert child.stdout is not None
-    _pump(child.stdout, log)
+    output = child.stderr if stdio else child.stdout
+    assert output is not None
+    _pump(output, log)
     returncode = child.wait()
     reason = f"signal {-returncode}" if returncode < 0 else f"exit code {returncode}"
     log.write_line(f"--- geolibre guard: backend ended with {reason}\n".encode())
@@ -155,6 +167,7 @@ def main(args: list[str] | None = None) -> None:
     parser.add_argument("--log", type=Path, required=True)
     parser.add_argument("--max-log-bytes", type=int, default=DEFAULT_MAX_LOG_BYTES)
     parser.add_argument("--log-backups", type=int, default=DEFAULT_LOG_BACKUPS)
+    parser.add_argument("--stdio", action="store_true", help="child keeps stdin and stdout")
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args(args)
     command = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
@@ -166,7 +179,7 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(1)
     log = RotatingLog(ns.log, ns.max_log_bytes, ns.log_backups)
     try:
-        returncode = run(ns.parent_pid, log, command)
+        returncode = run(ns.parent_pid, log, command, stdio=ns.stdio)
     finally:
         log.close()
     _exit_like(returncode)

@@ -7,8 +7,9 @@ shapely and numpy (the sidecar's environment has none of them)::
 
 ``cut`` writes ``tiles/NNNNN.tif`` (each with its own transform, every band and the
 source's data type; tiles with no valid pixel are skipped) and then ``plan.json``,
-last, so a plan on disk always names tiles that exist. Windows are read one at a
-time: memory stays flat whatever the raster's size. ``merge`` reads
+last, so a plan on disk always names tiles that exist. Each tile is renamed into
+place whole, so a cut run again after a crash keeps the tiles already written.
+Windows are read one at a time: memory stays flat whatever the raster's size. ``merge`` reads
 ``results/NNNNN.json`` (samgeo-api's GeoJSON for each tile, in the raster's CRS) and
 writes ``result.geojson``: polygons from different tiles that overlap or touch are
 one object cut by a seam or seen twice in an overlap, so they become one feature
@@ -91,34 +92,34 @@ def cut(raster: Path, folder: Path, tile: int, overlap: int) -> int:
         kept: list[dict[str, Any]] = []
         for index, (col, row, width, height) in enumerate(windows):
             window = RWindow(col, row, width, height)
-            try:
-                data = src.read(window=window)
-                mask = src.dataset_mask(window=window)
-            except (RasterioError, OSError) as exc:
-                _say(event="error", detail=f"The raster could not be read: {str(exc)[:300]}")
-                return 2
-            if mask.any():
-                name = f"{index:05d}.tif"
+            name = f"{index:05d}.tif"
+            if not (tiles_dir / name).exists():  # else cut before a crash: kept as it is
+                try:
+                    data = src.read(window=window)
+                    mask = src.dataset_mask(window=window)
+                except (RasterioError, OSError) as exc:
+                    _say(event="error", detail=f"The raster could not be read: {str(exc)[:300]}")
+                    return 2
+                if not mask.any():
+                    _say(event="cut", done=index + 1, total=len(windows))
+                    continue
+                part = tiles_dir / (name + ".part")
                 transform = src.window_transform(window)
                 with rasterio.open(
-                    tiles_dir / name,
-                    "w",
-                    width=width,
-                    height=height,
-                    transform=transform,
-                    **profile,
+                    part, "w", width=width, height=height, transform=transform, **profile
                 ) as out:
                     out.write(data)
-                kept.append(
-                    {
-                        "index": index,
-                        "col": col,
-                        "row": row,
-                        "width": width,
-                        "height": height,
-                        "file": name,
-                    }
-                )
+                os.replace(part, tiles_dir / name)
+            kept.append(
+                {
+                    "index": index,
+                    "col": col,
+                    "row": row,
+                    "width": width,
+                    "height": height,
+                    "file": name,
+                }
+            )
             _say(event="cut", done=index + 1, total=len(windows))
         epsg = src.crs.to_epsg()
         plan = {

@@ -1,4 +1,4 @@
-"""Runs tiled jobs: cut (the tile runner, in the model environment), send every tile
+"""Runs tiled jobs: cut (the tile worker, in the model environment), send every tile
 to the pool (a failed tile is retried on another backend), merge. State lives on disk
 (:mod:`.store`), so a job interrupted by a restart resumes where it stopped: tiles
 whose answer is on disk are never sent again.
@@ -11,25 +11,21 @@ import collections
 import contextlib
 import json
 import logging
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from geolibre_env.jobs import tile_runner
-from geolibre_env.process_tree import signal_group
 from geolibre_env.redact import redact
 
 from geolibre_sidecar.jobs.pool import Member, Pool, TileFailed, TileRefused
 from geolibre_sidecar.jobs.store import FINAL_STATES, Job, JobStore, write_json_atomic
+from geolibre_sidecar.jobs.worker import TileWorker, WorkerFailed
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.sse import follow, notify
 
 log = logging.getLogger("geolibre.jobs")
 
-RUNNER = Path(tile_runner.__file__)
 MAX_ATTEMPTS = 3  # per tile, each on a backend that has not failed it yet if one is left
 SET_ASIDE_AFTER = 3  # failures in a row: the backend gets no more tiles in this job
 RETRY_PAUSE_S = 0.5
@@ -55,6 +51,7 @@ class JobManager:
         self.store = store
         self.pool = pool
         self.python = python
+        self.worker = TileWorker(settings, python)
         self.jobs: dict[str, Job] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
 
@@ -255,54 +252,26 @@ class JobManager:
                 hint="See GET /ml/status for the backends, and the sidecar's log.",
             )
 
-    async def _script(self, job: Job, *args: str) -> dict[str, Any]:
-        """Run the tile runner; its last JSON line, or JobFailed with its sentence."""
-        python = self.python()
-        if python is None:
+    async def _script(self, job: Job, op: str, *args: str) -> dict[str, Any]:
+        """Run a step on the tile worker; its last event, or JobFailed with its sentence."""
+        if self.python() is None:
             raise JobFailed(
                 "The model environment is not installed; it cuts and merges tiles.",
                 hint="Install it (Install in the app, or geolibre-ml install).",
             )
-        env = dict(self.settings.env.environ)
-        env.pop("GEOLIBRE_SIDECAR_TOKEN", None)
-        proc = await asyncio.create_subprocess_exec(
-            str(python),
-            str(RUNNER),
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=sys.platform != "win32",
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        errors = asyncio.create_task(proc.stderr.read())
-        last: dict[str, Any] = {}
+
+        async def progress(event: dict[str, Any]) -> None:
+            if event.get("event") == "cut" and (
+                event["done"] % 50 == 0 or event["done"] == event["total"]
+            ):
+                await self._say(
+                    job, {"event": "cut", "done": event["done"], "total": event["total"]}
+                )
+
         try:
-            async for raw in proc.stdout:
-                with contextlib.suppress(ValueError):
-                    last = json.loads(raw)
-                if last.get("event") == "cut" and (
-                    last["done"] % 50 == 0 or last["done"] == last["total"]
-                ):
-                    await self._say(
-                        job, {"event": "cut", "done": last["done"], "total": last["total"]}
-                    )
-            code = await proc.wait()
-        except BaseException:
-            if proc.returncode is None:
-                signal_group(proc, signal.SIGKILL)
-                await proc.wait()
-            errors.cancel()
-            raise
-        stderr = (await errors).decode("utf-8", "replace")
-        if last.get("event") == "error":
-            detail = str(last.get("detail"))
-            hint = None if "environment" in detail else "Send a raster GDAL reads, with a CRS."
-            raise JobFailed(detail, hint=hint)
-        if code != 0:
-            tail = redact(" ".join(stderr.strip().splitlines()[-3:]))[:500]
-            raise JobFailed(f"The tile runner exited with code {code}. {tail}".strip())
-        return last
+            return await self.worker.run(op, list(args), progress)
+        except WorkerFailed as exc:
+            raise JobFailed(exc.detail, hint=exc.hint) from None
 
     async def cancel(self, job: Job) -> None:
         job.cancel_requested = True
@@ -324,14 +293,20 @@ class JobManager:
     def status(self) -> dict[str, Any]:
         """For ``/ml/status``: how many jobs run, and how each backend of the pool fares."""
         active = sum(1 for job in self.jobs.values() if job.running)
-        return {"active": active, "backends": self.pool.snapshot()}
+        return {
+            "active": active,
+            "backends": self.pool.snapshot(),
+            "worker": self.worker.snapshot(),
+        }
 
     def events(self, job: Job, after: int) -> AsyncIterator[dict[str, Any]]:
         return follow(job, after)
 
     async def aclose(self) -> None:
-        """The sidecar is stopping: stop the tasks, leave the jobs active on disk."""
+        """The sidecar is stopping: stop the tasks and the worker, leave the jobs active
+        on disk."""
         tasks = [t for t in self._tasks.values() if not t.done()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.worker.aclose()
