@@ -1,6 +1,6 @@
 """Running :mod:`geolibre_env.weights.hub_runner` (huggingface_hub, in another Python) and
-reading its JSON lines: progress events, the files it fetched, or one error that
-:mod:`geolibre_env.weights.hub_errors` turns into a sentence.
+reading its JSON lines: progress events, the files it fetched, or one error, already
+in words, that becomes an exception (:mod:`geolibre_env.weights.hub_errors`).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from geolibre_env.errors import InstallCancelledError, WeightsError
+from geolibre_env.net.http_client import proxy_auth_reason
 from geolibre_env.net.trust import base_roots, combined_bundle
 from geolibre_env.progress import CancelToken, ProgressEvent, ProgressSink
+from geolibre_env.proxies import has_credentials, proxy_netloc
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
 from geolibre_env.uv.runner import PASSTHROUGH_NAMES, stream_lines
-from geolibre_env.weights.hub_errors import RESUME_HINT, WeightsCancelledError, runner_error
+from geolibre_env.weights.hub_errors import WeightsCancelledError, runner_error
 
 log = logging.getLogger("geolibre_env.weights.sam3")
 # huggingface_hub's own settings a user may need to pass on (HF_HUB_DISABLE_XET: for
@@ -41,7 +43,6 @@ def run_hub_runner(
     progress: ProgressSink,
     cancel: CancelToken | None,
     python: Path | str | Sequence[str] | None,
-    repo: str,
     done: str,
     python_env: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
@@ -50,7 +51,11 @@ def run_hub_runner(
     if not items:
         progress(weights_event(done, 0, 0))
         return []
-    request = {"cache_dir": str(settings.paths.hf_home / "hub"), "items": items}
+    endpoint, proxies = settings.hub_endpoint, settings.proxies
+    proxy = proxies.for_url(endpoint)  # for the runner's sentences about it
+    request = {"cache_dir": str(settings.paths.hf_home / "hub"), "items": items, "proxy": {
+        "netloc": proxy_netloc(proxy), "setting": proxies.setting_for(endpoint),
+        "auth_reason": proxy_auth_reason(proxy_netloc(proxy), has_credentials(proxy))}}  # fmt: skip
     seen: dict[str, Any] = {"total": 0, "file": ""}
 
     def on_line(line: str) -> None:
@@ -82,8 +87,7 @@ def run_hub_runner(
             hint="Run it again to continue where it stopped.",
         ) from None
     if "error" in seen:
-        raise runner_error(seen["error"], repo=repo, endpoint=settings.hub_endpoint,
-                           proxies=settings.proxies, has_token=bool(token))  # fmt: skip
+        raise runner_error(seen["error"])
     if code != 0 and any("No module named 'huggingface_hub'" in line for line in tail):
         raise WeightsError(
             f"{launcher[0]} cannot fetch the SAM 3 weights: it has no huggingface_hub.",
@@ -94,7 +98,7 @@ def run_hub_runner(
         last = redact(" ".join(tail[-3:]))[:300]
         raise WeightsError(
             f"The weights download stopped unexpectedly (exit code {code}): {last or 'no output'}.",
-            hint=RESUME_HINT,
+            hint="Run it again: it continues from the bytes already received.",
         )
     progress(weights_event(done, seen["total"], seen["total"]))
     return list(seen["done"].get("results", []))

@@ -85,6 +85,6 @@ def fetch_model(
     if not model_weights(settings, spec, model_id).present:
         items.insert(0, {"repo": model_id, "revision": MODEL_REVISION, "files": list(files)})
     run_hub_runner(settings, items, token=resolve_token(settings, token, settings.paths),
-                   progress=progress, cancel=cancel, python=python, repo=model_id,
+                   progress=progress, cancel=cancel, python=python,
                    done=f"{model_id} weights ready")  # fmt: skip
     return model_weights(settings, spec, model_id)

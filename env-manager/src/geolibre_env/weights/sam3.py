@@ -24,7 +24,7 @@ from geolibre_env.redact import register_secret
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import SAM3_IMPLEMENTATIONS, ModelEnvSpec, Sam3Implementation
 from geolibre_env.weights.hub_cache import RepoCache
-from geolibre_env.weights.hub_errors import TOKENS_PAGE, HubOfflineError
+from geolibre_env.weights.hub_errors import HubOfflineError
 from geolibre_env.weights.hub_fetch import run_hub_runner, weights_event
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ Route = Literal["hub", "checkpoint", "none"]
 # Which files each backend needs, as last fetched (the transformers set comes
 # from the Hub's listing, so it cannot be known offline otherwise).
 MANIFEST_NAME = "geolibre-weights.json"
+TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 
 
 # The token ---------------------------------------------------------------------
@@ -260,7 +261,7 @@ def fetch_weights(
     try:
         results = run_hub_runner(settings, items, token=resolve_token(settings, token, paths),
                                  progress=progress, cancel=cancel, python=python,
-                                 repo=weights.repo, done="SAM 3 weights ready",
+                                 done="SAM 3 weights ready",
                                  python_env=python_env)  # fmt: skip
     except HubOfflineError as exc:
         vocab = vocab_path(spec, site_packages)
