@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from geolibre_env.model_env import ActiveEnvironment, active_environment
 from geolibre_env.paths import Paths
-from geolibre_env.weights.sam3 import record_weight_files
+from geolibre_env.weights.hub_cache import record_fetched
 
 from tests.harness.processes import wait_gone, with_marker
 from tests.harness.sidecar import Sidecar, base_env, start_sidecar
@@ -122,7 +122,7 @@ def write_tiny_weights(stack: RealStack) -> dict[str, Any]:
     started = time.monotonic()
     made = stack.model_python("tiny_sam3.py", str(paths.hf_home))
     stack.timings["tiny_model_s"] = time.monotonic() - started
-    record_weight_files(paths, "transformers", made["repo"], made["commit"], made["files"])
+    record_fetched(paths.hf_home, "transformers", made["repo"], made["commit"], made["files"])
     return made
 
 

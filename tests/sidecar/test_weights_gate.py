@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from geolibre_env.model_env import COMPLETE_MARKER, env_python, write_json_atomic
-from geolibre_env.weights.sam3 import record_weight_files
+from geolibre_env.weights.hub_cache import record_fetched
 from geolibre_sidecar.settings import SidecarSettings
 from geolibre_sidecar.weights_gate import WeightsGate
 
@@ -40,7 +40,7 @@ def place_weights(gate: WeightsGate, backend: str, names: tuple[str, ...]) -> No
     snapshot.mkdir(parents=True, exist_ok=True)
     for name in names:
         (snapshot / name).write_bytes(b"x")
-    record_weight_files(paths, backend, "facebook/sam3", "c0ffee", dict.fromkeys(names, 1))
+    record_fetched(paths.hf_home, backend, "facebook/sam3", "c0ffee", dict.fromkeys(names, 1))
     gate.forget()
 
 

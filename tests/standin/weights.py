@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from geolibre_env.paths import Paths
-from geolibre_env.weights.sam3 import record_weight_files
+from geolibre_env.weights.hub_cache import record_fetched
 
 COMMIT = "0" * 39 + "1"
 FILES = {"transformers": ("config.json", "model.safetensors"), "meta": ("config.json", "sam3.pt")}
@@ -25,7 +25,7 @@ def place_standin_weights(home: Path, repo: str = "facebook/sam3") -> None:
     for backend, names in FILES.items():
         for name in names:
             (snapshot / name).write_bytes(b"stand-in weights\n")
-        record_weight_files(paths, backend, repo, COMMIT, dict.fromkeys(names, 17))
+        record_fetched(paths.hf_home, backend, repo, COMMIT, dict.fromkeys(names, 17))
 
 
 if __name__ == "__main__":

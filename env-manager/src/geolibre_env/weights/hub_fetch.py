@@ -20,6 +20,7 @@ from geolibre_env.proxies import has_credentials, proxy_netloc
 from geolibre_env.redact import redact
 from geolibre_env.settings import EnvSettings
 from geolibre_env.uv.runner import PASSTHROUGH_NAMES, stream_lines
+from geolibre_env.weights.hub_cache import RepoFiles, record_fetched
 from geolibre_env.weights.hub_errors import WeightsCancelledError, runner_error
 
 log = logging.getLogger("geolibre_env.weights.sam3")
@@ -37,20 +38,23 @@ def weights_event(message: str, done: int, total: int, **extra: Any) -> Progress
 
 def run_hub_runner(
     settings: EnvSettings,
-    items: list[dict[str, Any]],
+    wants: Sequence[RepoFiles],
+    extra: Sequence[dict[str, Any]],
     *,
+    done: str,
     token: str | None,
     progress: ProgressSink,
     cancel: CancelToken | None,
     python: Path | str | Sequence[str] | None,
-    done: str,
     python_env: Mapping[str, str] | None = None,
-) -> list[dict[str, Any]]:
-    """Run :mod:`geolibre_env.weights.hub_runner` for ``items``: its lines become progress
-    events over the whole fetch (resumed bytes count once), then one ``done`` event."""
+) -> None:
+    """Fetch ``wants`` (and ``extra`` runner items) with :mod:`geolibre_env.weights.hub_runner`
+    and record what each needed; its lines become progress events over the whole fetch
+    (resumed bytes count once), then one ``done`` event."""
+    items = [want.runner_item() for want in wants] + list(extra)
     if not items:
         progress(weights_event(done, 0, 0))
-        return []
+        return
     endpoint, proxies = settings.hub_endpoint, settings.proxies
     proxy = proxies.for_url(endpoint)  # for the runner's sentences about it
     request = {"cache_dir": str(settings.paths.hf_home / "hub"), "items": items, "proxy": {
@@ -100,8 +104,9 @@ def run_hub_runner(
             f"The weights download stopped unexpectedly (exit code {code}): {last or 'no output'}.",
             hint="Run it again: it continues from the bytes already received.",
         )
+    for want, got in zip(wants, seen["done"]["results"], strict=False):
+        record_fetched(settings.paths.hf_home, want.key, want.repo, got["commit"], got["files"])
     progress(weights_event(done, seen["total"], seen["total"]))
-    return list(seen["done"].get("results", []))
 
 
 def runner_environment(settings: EnvSettings, token: str | None) -> dict[str, str]:

@@ -126,10 +126,11 @@ class Progress(hf_tqdm):  # type: ignore[misc]
              done=Progress.base + done)  # fmt: skip
 
     def update(self, n: float | None = 1) -> bool | None:
-        self._position += int(n or 0)
+        # huggingface_hub counts a chunk before it writes it: report what is on disk.
         if time.monotonic() - self._last >= PROGRESS_INTERVAL_S:
             self._last = time.monotonic()
             Progress.report(self._position)
+        self._position += int(n or 0)
         return super().update(n)
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ from geolibre_env.errors import ConfigError
 from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec
-from geolibre_env.weights.hub_cache import RepoCache
+from geolibre_env.weights.hub_cache import RepoFiles, cached
 from geolibre_env.weights.hub_fetch import run_hub_runner
 from geolibre_env.weights.sam3 import resolve_token, vocab_items
 
@@ -24,7 +24,6 @@ from geolibre_env.weights.sam3 import resolve_token, vocab_items
 OTHER_MODELS: dict[str, tuple[str, ...]] = {
     "facebook/sam3.1": ("config.json", "sam3.1_multiplex.pt"),
 }
-MODEL_REVISION = "main"
 
 
 def install_command(model_id: str) -> str:
@@ -51,20 +50,18 @@ class ModelWeights:
     missing: tuple[str, ...]
 
 
-def check_model(spec: ModelEnvSpec, model_id: str) -> tuple[str, ...]:
-    """The files ``model_id`` needs; ConfigError for a model we cannot fetch."""
+def check_model(spec: ModelEnvSpec, model_id: str) -> RepoFiles:
+    """What ``model_id`` needs; ConfigError for a model we cannot fetch."""
     files = OTHER_MODELS.get(model_id)
     if files is None:
         known = ", ".join(known_models(spec))
         raise ConfigError(f"Unknown model {model_id!r}.", hint=f"Choose one of: {known}.")
-    return files
+    return RepoFiles(model_id, model_id, "main", files)
 
 
 def model_weights(settings: EnvSettings, spec: ModelEnvSpec, model_id: str) -> ModelWeights:
     """What is on disk for ``model_id``."""
-    cache = RepoCache(settings.paths.hf_home / "hub", model_id)
-    expected = dict.fromkeys(check_model(spec, model_id))
-    _, missing = cache.find(cache.commit_for(MODEL_REVISION), expected)
+    _, _, missing = cached(settings.paths.hf_home, check_model(spec, model_id))
     return ModelWeights(model_id, not missing, tuple(missing))
 
 
@@ -80,11 +77,9 @@ def fetch_model(
     python: Path | str | None = None,
 ) -> ModelWeights:
     """Download ``model_id``'s files (and the vocabulary its code reads) with the runner."""
-    files = check_model(spec, model_id)
-    items = vocab_items(spec, site_packages)
-    if not model_weights(settings, spec, model_id).present:
-        items.insert(0, {"repo": model_id, "revision": MODEL_REVISION, "files": list(files)})
-    run_hub_runner(settings, items, token=resolve_token(settings, token, settings.paths),
-                   progress=progress, cancel=cancel, python=python,
-                   done=f"{model_id} weights ready")  # fmt: skip
+    want = check_model(spec, model_id)
+    wants = [] if model_weights(settings, spec, model_id).present else [want]
+    run_hub_runner(settings, wants, vocab_items(spec, site_packages),
+                   done=f"{model_id} weights ready", token=resolve_token(settings, token,
+                   settings.paths), progress=progress, cancel=cancel, python=python)  # fmt: skip
     return model_weights(settings, spec, model_id)

@@ -10,20 +10,18 @@ need SAM 3's tokenizer vocabulary inside the samgeo package.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from geolibre_env.errors import ConfigError, WeightsError
-from geolibre_env.model_env import read_json, write_json_atomic
 from geolibre_env.paths import Paths
 from geolibre_env.progress import CancelToken, ProgressSink, discard
 from geolibre_env.redact import register_secret
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import SAM3_IMPLEMENTATIONS, ModelEnvSpec, Sam3Implementation
-from geolibre_env.weights.hub_cache import RepoCache
+from geolibre_env.weights.hub_cache import RepoFiles, cached
 from geolibre_env.weights.hub_errors import HubOfflineError
 from geolibre_env.weights.hub_fetch import run_hub_runner, weights_event
 
@@ -31,15 +29,12 @@ if TYPE_CHECKING:
     from geolibre_env.model_env import ActiveEnvironment
 
 Route = Literal["hub", "checkpoint", "none"]
-# Which files each backend needs, as last fetched (the transformers set comes
-# from the Hub's listing, so it cannot be known offline otherwise).
-MANIFEST_NAME = "geolibre-weights.json"
 TOKENS_PAGE = "https://huggingface.co/settings/tokens"
 
 
 # The token ---------------------------------------------------------------------
 def store_token(paths: Paths, token: str) -> None:
-    """Write the token (mode 0600, atomically) where huggingface_hub looks for it."""
+    """Write the token (mode 0600) where huggingface_hub looks for it."""
     token = token.strip()
     if not token or any(ch.isspace() for ch in token):
         raise ConfigError(
@@ -49,16 +44,11 @@ def store_token(paths: Paths, token: str) -> None:
     register_secret(token)
     target = paths.hf_home / "token"
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".token.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:  # created 0600 from the start: never readable by others, not even briefly
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-            out.write(token)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    if target.exists():  # huggingface_hub's own login writes it with the umask's mode
+        target.chmod(0o600)
+    # Created 0600: never readable by others, not even briefly.
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as out:
+        out.write(token)
 
 
 def load_token(paths: Paths) -> str | None:
@@ -131,7 +121,6 @@ def weights_status(
     checkpoint: Path | None = None,
 ) -> WeightsStatus:
     """What is present for ``backend``: fast, from the disk only."""
-    _check_backend(backend)
     weights, paths = spec.weights, settings.paths
     vocab = vocab_path(spec, site_packages)
     vocab_present = _nonempty_file(vocab) if vocab is not None else None
@@ -146,11 +135,8 @@ def weights_status(
         else:
             missing.append(str(checkpoint))
     else:
-        cache = RepoCache(paths.hf_home / "hub", weights.repo)
-        commit = cache.commit_for(weights.revision)
-        expected = _expected_files(paths, spec, backend, commit)
-        found, missing = cache.find(commit, expected)
-        if commit is None or not expected:
+        commit, found, missing = cached(paths.hf_home, sam3_files(spec, backend))
+        if commit is None or not (found or missing):
             missing.insert(0, f"{weights.repo} ({backend} files)")
         route = "hub" if not missing else "none"
     # Only SAM 3's own (meta) code reads samgeo's vocabulary; transformers' processor
@@ -236,8 +222,7 @@ def fetch_weights(
 
     With everything present nothing touches the network.
     """
-    _check_backend(backend)
-    weights, paths = spec.weights, settings.paths
+    weights = spec.weights
     checkpoint = _absolute(checkpoint or settings.checkpoint_path)
     if checkpoint is not None:
         _check_checkpoint(checkpoint, backend, weights.repo)
@@ -252,17 +237,11 @@ def fetch_weights(
         total = before.total_bytes
         progress(weights_event("SAM 3 weights already present", total, total))
         return before
-    items: list[dict[str, Any]] = []
-    if checkpoint is None:
-        files = list(weights.meta_files) if backend == "meta" else None
-        items.append({"repo": weights.repo, "revision": weights.revision, "files": files,
-                      "exclude": list(weights.transformers_exclude)})  # fmt: skip
-    items += vocab_items(spec, site_packages)
     try:
-        results = run_hub_runner(settings, items, token=resolve_token(settings, token, paths),
-                                 progress=progress, cancel=cancel, python=python,
-                                 done="SAM 3 weights ready",
-                                 python_env=python_env)  # fmt: skip
+        run_hub_runner(settings, [] if checkpoint else [sam3_files(spec, backend)],
+                       vocab_items(spec, site_packages), done="SAM 3 weights ready",
+                       token=resolve_token(settings, token, settings.paths), progress=progress,
+                       cancel=cancel, python=python, python_env=python_env)  # fmt: skip
     except HubOfflineError as exc:
         vocab = vocab_path(spec, site_packages)
         if checkpoint is None or vocab is None:
@@ -274,10 +253,14 @@ def fetch_weights(
             f"set HF_ENDPOINT to a mirror, or copy {weights.vocab_file} into {vocab.parent}.",
             kind=exc.kind, host=exc.host, reason=exc.reason,
         ) from None  # fmt: skip
-    if checkpoint is None and results:
-        got = results[0]
-        record_weight_files(paths, backend, weights.repo, str(got["commit"]), got["files"])
     return status()
+
+
+def sam3_files(spec: ModelEnvSpec, backend: Sam3Implementation) -> RepoFiles:
+    """What ``backend`` needs from the SAM 3 repository (transformers: the listing)."""
+    files = spec.weights.meta_files if backend == "meta" else None
+    return RepoFiles(backend, spec.weights.repo, spec.weights.revision, files,
+                     spec.weights.transformers_exclude)  # fmt: skip
 
 
 def vocab_items(spec: ModelEnvSpec, site_packages: Path | None) -> list[dict[str, Any]]:
@@ -296,31 +279,7 @@ def vocab_path(spec: ModelEnvSpec, site_packages: Path | None) -> Path | None:
     return site_packages / spec.weights.vocab_package_dir / spec.weights.vocab_file
 
 
-def record_weight_files(
-    paths: Paths, backend: Sam3Implementation, repo: str, commit: str, files: dict[str, int]
-) -> None:
-    """Remember which files (and sizes) ``backend`` needs at ``commit``: the transformers
-    set comes from the Hub's listing, so an offline status check needs this record."""
-    data = read_json(paths.hf_home / MANIFEST_NAME) or {}
-    data[backend] = {"repo": repo, "commit": commit, "files": files}
-    write_json_atomic(paths.hf_home / MANIFEST_NAME, data)
-
-
 # Small helpers -------------------------------------------------------------------
-def _expected_files(
-    paths: Paths, spec: ModelEnvSpec, backend: Sam3Implementation, commit: str | None
-) -> dict[str, int | None]:
-    entry = (read_json(paths.hf_home / MANIFEST_NAME) or {}).get(backend, {})
-    if commit and entry.get("repo") == spec.weights.repo and entry.get("commit") == commit:
-        return {str(name): int(size) for name, size in entry.get("files", {}).items()}
-    return dict.fromkeys(spec.weights.meta_files) if backend == "meta" else {}
-
-
-def _check_backend(backend: str) -> None:
-    if backend not in SAM3_IMPLEMENTATIONS:
-        raise ConfigError(f"Unknown SAM 3 backend {backend!r}.", hint="Use meta or transformers.")
-
-
 def _absolute(path: Path | None) -> Path | None:
     # samgeo-api runs in another working directory: relative paths would break there.
     return path.expanduser().absolute() if path is not None else None

@@ -19,13 +19,8 @@ from typing import Any
 from geolibre_env.errors import WeightsError
 from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import ModelEnvSpec, Sam3Implementation
-from geolibre_env.weights.hub_cache import COMMIT_SHA, SAFE_NAME, RepoCache
-from geolibre_env.weights.sam3 import (
-    WeightsStatus,
-    record_weight_files,
-    vocab_path,
-    weights_status,
-)
+from geolibre_env.weights.hub_cache import COMMIT_SHA, SAFE_NAME, pointer, record_fetched, repo_root
+from geolibre_env.weights.sam3 import WeightsStatus, vocab_path, weights_status
 
 HASH_BLOCK_BYTES = 1 << 20
 
@@ -93,14 +88,13 @@ def cached_weights(
             f"{settings.paths.hf_home} ({', '.join(status.missing) or 'unknown commit'}).",
             hint="Run the export again: it fetches what is missing first.",
         )
-    cache = RepoCache(settings.paths.hf_home / "hub", spec.weights.repo)
     files = []
     for item in status.files:
-        pointer = cache.pointer(status.commit, item.name)
-        if pointer.is_symlink():
-            etag, source = Path(os.readlink(pointer)).name, pointer.resolve()
+        link = pointer(settings.paths.hf_home, spec.weights.repo, status.commit, item.name)
+        if link.is_symlink():
+            etag, source = Path(os.readlink(link)).name, link.resolve()
         else:  # no symlinks here (Windows without developer mode): the file itself
-            etag, source = _sha256(pointer), pointer
+            etag, source = _sha256(link), link
         files.append(BundledWeightFile(item.name, etag, source.stat().st_size, source))
     return BundledWeights(
         repo=spec.weights.repo,
@@ -127,15 +121,17 @@ def place_weights(
             f"{spec.weights.repo}.",
             hint="Export a new bundle with this version of geolibre-ml.",
         )
-    cache = RepoCache(settings.paths.hf_home / "hub", weights.repo)
+    hf_home = settings.paths.hf_home
     try:
         for item in weights.files:
-            blob = cache.root / "blobs" / item.etag
+            blob = repo_root(hf_home, weights.repo) / "blobs" / item.etag
             blob.parent.mkdir(parents=True, exist_ok=True)
             new_blob = not (blob.is_file() and blob.stat().st_size == item.size)
             if new_blob:
                 shutil.move(item.source, blob)
-            _link(blob, cache.pointer(weights.commit, item.name), new_blob=new_blob)
+            _link(
+                blob, pointer(hf_home, weights.repo, weights.commit, item.name), new_blob=new_blob
+            )
         target = vocab_path(spec, site_packages)
         if vocab is not None and target is not None:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -143,13 +139,13 @@ def place_weights(
             shutil.copyfile(vocab, tmp)
             os.replace(tmp, target)
         if weights.revision != weights.commit:  # last, as huggingface_hub's own download
-            ref = cache.root / "refs" / weights.revision
+            ref = repo_root(hf_home, weights.repo) / "refs" / weights.revision
             ref.parent.mkdir(parents=True, exist_ok=True)
             tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
             tmp.write_text(weights.commit, encoding="utf-8")
             os.replace(tmp, ref)
         sizes = {item.name: item.size for item in weights.files}
-        record_weight_files(settings.paths, weights.backend, weights.repo, weights.commit, sizes)
+        record_fetched(hf_home, weights.backend, weights.repo, weights.commit, sizes)
     except OSError as exc:
         raise WeightsError(
             f"Could not put the SAM 3 weights into {settings.paths.hf_home}: "
