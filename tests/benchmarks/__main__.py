@@ -1,4 +1,5 @@
-"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install,first-polygons,jobs]``"""
+"""``python -m tests.benchmarks [--quick] [--only proxy,supervisor,install,first-polygons,jobs,
+big-raster]``"""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 import time
 
 from tests.benchmarks import (
+    big_raster_bench,
     first_polygons_bench,
     hardening_bench,
     install_bench,
@@ -23,6 +25,7 @@ SUITES = {
     "install": install_bench,
     "first-polygons": first_polygons_bench,
     "jobs": jobs_bench,
+    "big-raster": big_raster_bench,
 }
 
 
