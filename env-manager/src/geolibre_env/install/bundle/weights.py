@@ -22,8 +22,6 @@ from geolibre_env.spec import ModelEnvSpec, Sam3Implementation
 from geolibre_env.weights.hub_cache import COMMIT_SHA, SAFE_NAME, pointer, record_fetched, repo_root
 from geolibre_env.weights.sam3 import WeightsStatus, vocab_path, weights_status
 
-HASH_BLOCK_BYTES = 1 << 20
-
 
 @dataclass(frozen=True)
 class BundledWeightFile:
@@ -184,8 +182,5 @@ def _link(blob: Path, pointer: Path, *, new_blob: bool) -> None:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        while block := handle.read(HASH_BLOCK_BYTES):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
