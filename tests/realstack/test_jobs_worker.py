@@ -114,6 +114,31 @@ def test_the_worker_killed_mid_cut_is_restarted_and_the_job_keeps_its_finished_t
     assert log.is_file() and "geolibre guard" in log.read_text(encoding="utf-8")
 
 
+def test_cancelling_a_job_mid_cut_stops_the_workers_cut_and_the_next_job_gets_a_new_one(
+    sidecar: Sidecar, home: Path, raster: bytes, standin: StandinProcess
+) -> None:
+    with sidecar.client() as client:
+        job = submit(client, raster, tile_size=TILE, overlap=0).json()
+        wait_for_event(sidecar, job["id"], "cut")
+        cutting = worker_status(sidecar)
+        assert client.delete(f"/ml/jobs/{job['id']}").json()["state"] == "cancelled"
+    # The only way to stop a cut at once is to stop the worker doing it.
+    wait_gone([cutting["pid"]], timeout_s=10, what="the worker cutting the cancelled job")
+    assert worker_status(sidecar)["state"] == "stopped"
+    assert worker_status(sidecar)["restarts"] == 0, "a stop we asked for is not a crash"
+    cut = tile_files(home, job["id"])
+    assert len(cut) < TILES
+    assert int(standin.stats()["segment_requests"]) == 0
+    with sidecar.client() as client:
+        again = submit(client, raster, tile_size=TILE, overlap=0).json()
+    state = wait_state(
+        sidecar, again["id"], lambda s: s["state"] in ("succeeded", "failed"), timeout_s=120,
+        what="the next job to end",
+    )  # fmt: skip
+    assert state["state"] == "succeeded", state["error"]
+    assert worker_status(sidecar)["pid"] not in (None, cutting["pid"])
+
+
 def test_a_corrupt_raster_fails_with_one_sentence_and_leaves_only_the_idle_worker(
     sidecar: Sidecar, standin: StandinProcess
 ) -> None:

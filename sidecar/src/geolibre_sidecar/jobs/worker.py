@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geolibre_env.backend.exit_causes import classify_exit
-from geolibre_env.backend.log import read_log_tail
+from geolibre_env.backend.log import log_signature, read_log_tail
 from geolibre_env.backend.process import GuardedProcess
 from geolibre_env.backend.restart_policy import RestartPolicy, RestartTracker
 from geolibre_env.jobs import tile_runner
@@ -79,6 +79,7 @@ class TileWorker:
         self._recycling = False
         self._closing = False
         self._launches = 0
+        self._log_from = 0  # the log's size when the running worker started
 
     def snapshot(self) -> dict[str, Any]:
         """For ``/ml/status`` ``jobs.worker``."""
@@ -176,7 +177,8 @@ class TileWorker:
                 self._recycling = False
                 await self._set("stopped", pid=None)
                 return
-            report = classify_exit(code, read_log_tail(self.log_path))
+            # Only this run's lines: an older run's text must not name this exit's cause.
+            report = classify_exit(code, read_log_tail(self.log_path, since=self._log_from))
             how = f"signal {report.signal_name}" if report.signal_name else f"exit code {code}"
             ready_for = None if ready_at is None else time.monotonic() - ready_at
             decision = self.tracker.on_crash(report.cause, ready_for_s=ready_for)
@@ -194,6 +196,7 @@ class TileWorker:
             raise WorkerFailed("the model environment, which cuts and merges tiles, is missing")
         env = dict(self.settings.env.environ)
         env.pop("GEOLIBRE_SIDECAR_TOKEN", None)
+        self._log_from = log_signature(self.log_path)[0]
         proc = await GuardedProcess.start(
             [str(python), str(WORKER)], env=env, log_path=self.log_path, stdio=True
         )
