@@ -131,6 +131,7 @@ class TileWorker:
         if self._supervisor is None or self._supervisor.done():
             if self.state == "failed" and not fresh:
                 raise self._failed()
+            self.state = "starting"  # now, so the wait below is for this new start
             self._supervisor = asyncio.create_task(self._supervise(), name="tile-worker")
         async with self._changed:
             await self._changed.wait_for(
@@ -202,10 +203,14 @@ class TileWorker:
         )
         self._proc = proc
         assert proc.stdout is not None
+        line = b"?"
         try:
-            hello = json.loads(await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S))
-            self.pid = int(hello["pid"])
+            line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
+            self.pid = int(json.loads(line)["pid"])
         except (TimeoutError, ValueError, KeyError, TypeError):
+            if not line:  # it is exiting: let it, so its own exit status is what we report
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
             await proc.stop(graceful_timeout_s=STOP_TIMEOUT_S)
             raise _Crashed from None
         log.info("tile worker ready (pid %d)", self.pid)
