@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from geolibre_env.backend.restart_policy import RestartPolicy
 from geolibre_sidecar.jobs.worker import TileWorker, WorkerFailed
 from geolibre_sidecar.settings import SidecarSettings
 
-FAST = RestartPolicy(max_restarts=2, backoff_initial_s=0.01, backoff_max_s=0.02)
+# The backend's restart settings apply to the worker too: two quick retries.
+FAST = {"GEOLIBRE_ML_RESTART_LIMIT": "2", "GEOLIBRE_ML_RESTART_BACKOFF_S": "0.01"}
 
 
 async def ignore(_event: dict[str, Any]) -> None:
@@ -28,8 +28,8 @@ def test_a_worker_that_dies_at_once_ends_in_a_crash_loop_and_the_next_step_tries
 ) -> None:
     false = shutil.which("false")
     assert false is not None
-    settings = SidecarSettings.from_environ({"GEOLIBRE_ML_HOME": str(tmp_path)})
-    worker = TileWorker(settings, lambda: Path(false), policy=FAST)
+    settings = SidecarSettings.from_environ({"GEOLIBRE_ML_HOME": str(tmp_path), **FAST})
+    worker = TileWorker(settings, lambda: Path(false))
 
     async def scenario() -> list[str]:
         details = []

@@ -25,7 +25,7 @@ from typing import Any
 from geolibre_env.backend.exit_causes import classify_exit
 from geolibre_env.backend.log import log_signature, read_log_tail
 from geolibre_env.backend.process import GuardedProcess
-from geolibre_env.backend.restart_policy import RestartPolicy, RestartTracker
+from geolibre_env.backend.restart_policy import RestartTracker
 from geolibre_env.jobs import tile_runner
 from geolibre_env.redact import redact
 
@@ -60,13 +60,12 @@ class TileWorker:
         self,
         settings: SidecarSettings,
         python: Callable[[], Path | None],
-        *,
-        policy: RestartPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.python = python
         self.log_path = settings.env.paths.logs / LOG_NAME
-        self.tracker = RestartTracker(policy or RestartPolicy())
+        # The backend's restart policy, with its settings (GEOLIBRE_ML_RESTART_*).
+        self.tracker = RestartTracker(settings.supervisor.policy)
         self.state = "not_started"  # starting, ready, restarting, failed, stopped
         self.pid: int | None = None
         self.restarts = 0
