@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.harness.processes import wait_gone
 from tests.harness.sidecar import Sidecar, start_sidecar
 from tests.realstack.jobs_helpers import (
     job_state,
@@ -171,8 +172,10 @@ def test_a_job_resumes_after_the_sidecar_is_killed_without_redoing_finished_tile
         wait_state(
             first, job["id"], lambda s: s["tiles_done"] >= 3, timeout_s=60, what="three tiles"
         )
+        tree = first.descendants()  # the tile worker and its guard
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=10)
+        wait_gone(tree, timeout_s=15, what="the killed sidecar's tile worker")
     finally:
         first.close()
     done_before = len(list((home / "data" / "jobs" / job["id"] / "results").glob("*.json")))

@@ -130,8 +130,11 @@ def run(parent_pid: int, log: RotatingLog, argv: list[str], *, stdio: bool = Fal
         os.close(devnull)
 
     def on_parent_death(_signum: int, _frame: object) -> None:
-        parent_died.set()
+        # Kill first: the group kill ends the guard too. Event.set takes a lock, and a
+        # handler blocked on it (held by the code it interrupted, or by the watch
+        # thread's wait) left a guard hung for ever beside its dead child.
         _kill_tree(child)
+        parent_died.set()
 
     def on_polite_stop(signum: int, _frame: object) -> None:
         # The supervisor signals the whole group; forward in case only we got it,
@@ -146,8 +149,8 @@ def run(parent_pid: int, log: RotatingLog, argv: list[str], *, stdio: bool = Fal
             signal.signal(getattr(signal, name), on_polite_stop)
 
     def on_parent_gone() -> None:
-        parent_died.set()
         _kill_tree(child)
+        parent_died.set()
 
     # Every platform polls; Linux also has the kernel's signal (SIGUSR1 above).
     ParentWatch(parent_pid).watch_in_thread(on_parent_gone, stop=parent_died)
