@@ -34,6 +34,8 @@ export type {
   JobSnapshot,
   JobState,
   JobTileEvent,
+  JobWorker,
+  JobsFacts,
 } from "./jobs.js";
 export { describeCommand, LineSplitter, LineTail } from "./process.js";
 export type { ProcessHandlers, ProcessLauncher, SidecarCommand, SidecarProcess } from "./process.js";

@@ -60,9 +60,30 @@ export interface JobBackend {
   last_error: string | null;
 }
 
+/** The model-environment process that cuts rasters into tiles and merges the answers. */
+export interface JobWorker {
+  state: "not_started" | "starting" | "ready" | "restarting" | "failed" | "stopped";
+  pid: number | null;
+  restarts: number;
+  /** How its last run ended (an exit status or signal, in words); null before any. */
+  last_exit: string | null;
+  /** Why it is failed, when it is. */
+  detail: string | null;
+  /** Its log file. */
+  log: string;
+}
+
+/** `/ml/status` `jobs`: how many jobs run, the backends their tiles go to, the tile worker. */
+export interface JobsFacts {
+  active: number;
+  backends: JobBackend[];
+  worker: JobWorker;
+}
+
 export interface JobList {
   jobs: JobSnapshot[];
   backends: JobBackend[];
+  worker: JobWorker;
 }
 
 interface EventBase {

@@ -5,6 +5,8 @@
  * the loosely specified parts; the keys GeoLibre's front end reads are exact.
  */
 
+import type { JobsFacts } from "./jobs.js";
+
 /** A JSON value, for the parts of an answer the client does not interpret. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
@@ -170,6 +172,8 @@ export interface MlStatus {
   loaded_models: JsonValue[][] | null;
   /** Per segment endpoint, whether it can work here; null only from an older sidecar. */
   modes: { text: ModeSupport; automatic: ModeSupport; predict: ModeSupport } | null;
+  /** Tiled jobs: how many run, the backends their tiles go to, the tile worker; null only from an older sidecar. */
+  jobs: JobsFacts | null;
   sidecar: { version: string; pid: number; uptime_s: number };
 }
 

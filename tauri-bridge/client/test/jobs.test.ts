@@ -59,6 +59,12 @@ test("the job list names the pool's backends; an unknown job is a 404", async ()
     list.backends.map((b) => [b.name, b.concurrency]),
     [["local", 1]],
   );
+  // No job has run, so the tile worker has not been started; status says the same.
+  assert.equal(list.worker.state, "not_started");
+  assert.equal(list.worker.pid, null);
+  const status = await client.status();
+  assert.deepEqual(status.jobs?.worker, list.worker);
+  assert.equal(status.jobs?.active, 0);
   const missing = await failure(client.job("no-such-job"));
   assert.equal(missing.status, 404);
   assert.match(missing.detail, /no job/);

@@ -149,7 +149,9 @@ def _job(request: Request) -> Job:
 async def list_jobs(request: Request) -> Response:
     manager: JobManager = request.app.state.job_manager
     jobs = [manager.snapshot(job) for job in manager.jobs.values()]
-    return JSONResponse({"jobs": jobs, "backends": manager.pool.snapshot()})
+    return JSONResponse(
+        {"jobs": jobs, "backends": manager.pool.snapshot(), "worker": manager.worker.snapshot()}
+    )
 
 
 async def job_state(request: Request) -> Response:
