@@ -305,28 +305,35 @@ def test_window_closed_while_a_segmentation_runs(world: AppWorld, marker: str) -
         _kill_all(run, marker)
 
 
-def test_two_app_instances_each_have_their_own_sidecar(world: AppWorld, marker: str) -> None:
-    """Two instances at once: two sidecars on two ports, one environment; killing one
-    app takes only its own sidecar; SIGTERM to the other (a session logging out) ends
-    the rest."""
+def test_a_second_app_instance_is_told_which_one_serves_the_ml_folder(
+    world: AppWorld, marker: str
+) -> None:
+    """Two instances share one ML data folder, which one sidecar serves (its jobs, its
+    managed samgeo-api): the second's page gets the sentence that names the first's
+    sidecar and the fix, the first keeps serving, and killing either leaves nothing of
+    theirs; SIGTERM to the other (a session logging out) ends the rest."""
     first = _start(world, "first", marker, flow="idle")
-    second = _start(world, "second", marker, flow="idle")
+    second: AppRun | None = None
     try:
         a = wait_step(first, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
-        b = wait_step(second, "sidecar", timeout_s=FIRST_READY_TIMEOUT_S)
-        assert a["pid"] != b["pid"] and a["url"] != b["url"], (a, b)
         a_sidecar = _check_sidecar(world, first.proc.pid, a)
-        _check_sidecar(world, second.proc.pid, b)
-        for run in (first, second):
-            assert wait_step(run, "status", timeout_s=STEP_TIMEOUT_S)["badge"] == "stopped"
-        os.kill(first.proc.pid, signal.SIGKILL)
-        first.proc.wait()
-        wait_gone([a_sidecar.pid], timeout_s=OUTLIVE_LIMIT_S, what="the killed app's sidecar")
+        second = _start(world, "second", marker, flow="idle")
+        refused = wait_step(second, "error", timeout_s=FIRST_READY_TIMEOUT_S)
+        assert refused["where"] == "start", refused
+        message = refused["message"]
+        assert f"pid {a['pid']}" in message and a["url"] in message, message
+        assert "quit the app that started it" in message, message
         with httpx.Client(trust_env=False, timeout=10) as client:
-            assert client.get(b["url"] + "/health").status_code == 200
-        os.kill(second.proc.pid, signal.SIGTERM)
-        second.proc.wait(timeout=CLOSE_TIMEOUT_S)
+            assert client.get(a["url"] + "/health").status_code == 200
+        assert wait_step(first, "status", timeout_s=STEP_TIMEOUT_S)["badge"] == "stopped"
+        os.kill(second.proc.pid, signal.SIGKILL)
+        second.proc.wait()
+        assert a_sidecar.is_running()  # the refused instance took nothing with it
+        os.kill(first.proc.pid, signal.SIGTERM)
+        first.proc.wait(timeout=CLOSE_TIMEOUT_S)
+        wait_gone([a_sidecar.pid], timeout_s=OUTLIVE_LIMIT_S, what="the first app's sidecar")
         assert_nothing_left(marker, timeout_s=OUTLIVE_LIMIT_S)
     finally:
         _kill_all(first, marker)
-        _kill_all(second, marker)
+        if second is not None:
+            _kill_all(second, marker)
