@@ -25,6 +25,7 @@ from geolibre_env.paths import Paths
 
 from tests.harness.processes import assert_nothing_left, with_marker
 from tests.harness.sidecar import Sidecar, base_env, start_sidecar
+from tests.harness.waiting import wait_until
 from tests.realstack.jobs_helpers import job_state, make_raster, marker, read_events, submit
 from tests.realstack.stack import RealStack, cli
 from tests.standin.harness import STANDIN_SCRIPT
@@ -103,6 +104,15 @@ def test_a_job_on_a_two_gpu_machine_runs_on_one_backend_per_gpu(
     env = gpu_machine(real_stack, tmp_path / "home", cuda_working=True)
     sidecar = start_sidecar(tmp_path / "home", marker=tag, env=env)
     try:
+        # Before any job, status already names each GPU's backend, none started.
+        wait_until(
+            lambda: (
+                [(b["name"], b["state"]) for b in sidecar.status()["jobs"]["backends"]]
+                == [("local", "stopped"), ("gpu1", "stopped")]
+            ),
+            timeout_s=30,
+            what="both GPU backends listed before the first job",
+        )
         assert standins(tag) == {}, "no backend starts before it is needed"
         events, state = run_job(sidecar, raster)
         processes = standins(tag)

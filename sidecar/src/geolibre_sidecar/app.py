@@ -202,6 +202,8 @@ def create_app(
         await job_manager.startup()
         # Not awaited: GPU detection must not delay the ready line.
         refresh = asyncio.create_task(facts.refresh(), name="environment-facts")
+        # Status lists the per-GPU backends before the first job (none starts yet).
+        listing = asyncio.create_task(job_manager.pool.members_for_job(), name="gpu-backends")
         warming = (
             asyncio.create_task(prewarm(settings, backend, sam3, http), name="prewarm")
             if settings.prewarm
@@ -211,6 +213,7 @@ def create_app(
             yield
         finally:
             refresh.cancel()
+            listing.cancel()
             if warming is not None:
                 warming.cancel()
             await jobs.aclose()

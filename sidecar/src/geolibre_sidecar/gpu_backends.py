@@ -56,6 +56,8 @@ class GpuBackends:
         main.before_start = self._pin_main
         self._choice: asyncio.Task[tuple[Gpu, ...]] | None = None
         self.extras: list[tuple[Gpu, ManagedBackend]] = []
+        # The listing at start-up and a first job may ask at once: one creates them.
+        self._creating = asyncio.Lock()
 
     async def gpus(self) -> tuple[Gpu, ...]:
         """The chosen GPUs (the main backend's first); detected on the first call."""
@@ -84,12 +86,13 @@ class GpuBackends:
         """The extra backends (GPU 1 on), created on the first job; each starts with
         its first tile. One that failed to start is given another chance by each job."""
         gpus = await self.gpus()
-        if gpus and not self.extras:
-            for gpu in gpus[1:]:
-                extra = ManagedBackend(self.settings, self.http, name=f"gpu{gpu.index}")
-                extra.device = device_of(gpu)
-                await extra.startup()  # adopts or stops one a killed sidecar left
-                self.extras.append((gpu, extra))
+        async with self._creating:
+            if gpus and not self.extras:
+                for gpu in gpus[1:]:
+                    extra = ManagedBackend(self.settings, self.http, name=f"gpu{gpu.index}")
+                    extra.device = device_of(gpu)
+                    await extra.startup()  # adopts or stops one a killed sidecar left
+                    self.extras.append((gpu, extra))
         for _gpu, extra in self.extras:
             extra.supervisor.reset_failure()
         return self.extras

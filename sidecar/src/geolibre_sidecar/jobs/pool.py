@@ -110,11 +110,12 @@ class Pool:
         return [member.snapshot() for member in self.members]
 
     async def members_for_job(self) -> list[Member]:
-        """Every member, with one per GPU on a multi-GPU machine (added on the first job)."""
+        """Every member, with one per GPU on a multi-GPU machine (listed at start-up)."""
         if self.gpus is None:
             return list(self.members)
-        known = {member.backend for member in self.members}
-        extras = [(gpu, extra) for gpu, extra in await self.gpus.for_jobs() if extra not in known]
+        created = await self.gpus.for_jobs()
+        known = {member.backend for member in self.members}  # after the wait: no twice
+        extras = [(gpu, extra) for gpu, extra in created if extra not in known]
         main_gpu = self.gpus.main_gpu()
         self.members[0].device = label_of(main_gpu) if main_gpu else None
         for position, (gpu, extra) in enumerate(extras, start=1):
