@@ -567,3 +567,33 @@ def test_an_unreachable_hub_is_a_warning_about_weights_not_a_refusal():
     (warning,) = plan.warnings
     assert "The Hub (huggingface.co) did not answer" in warning
     assert "environment can be built" in warning and "weights" in warning
+
+
+def _spec_copy(folder: Path, edit_spec, edit_constraints) -> Path:
+    folder.mkdir()
+    spec = folder / SPEC.path.name
+    spec.write_text(edit_spec(SPEC.path.read_text("utf-8")), "utf-8")
+    assert SPEC.constraints_path is not None
+    constraints = folder / SPEC.constraints_path.name
+    constraints.write_text(edit_constraints(SPEC.constraints_path.read_text("utf-8")), "utf-8")
+    return spec
+
+
+def test_a_comment_or_layout_edit_to_the_spec_keeps_installed_environments_current(
+    tmp_path: Path,
+) -> None:
+    """A release that only rewords the spec's comments must not make every user's 7 GB
+    environment out of date (the fingerprint goes into the plan's hash); a changed pin
+    must."""
+    reworded = _spec_copy(
+        tmp_path / "reworded",
+        lambda text: "# a new comment\n" + text.replace(" = ", "   =   ") + "\n\n# the end\n",
+        lambda text: "# reworded header\n\n" + text.replace("\n", "  # pinned\n", 3),
+    )
+    assert load_spec(reworded).fingerprint == SPEC.fingerprint
+    repinned = _spec_copy(
+        tmp_path / "repinned",
+        lambda text: text,
+        lambda text: text.replace("affine==3.0.1", "affine==3.0.2"),
+    )
+    assert load_spec(repinned).fingerprint != SPEC.fingerprint

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +134,11 @@ def load_spec(path: Path | None = None) -> ModelEnvSpec:
         )
         constraints_name = packages.get("constraints")
         constraints_path = (path.parent / constraints_name) if constraints_name else None
-        digest = hashlib.sha256(raw_bytes)
+        # What the spec says, not how it is written: a comment or layout edit in a new
+        # release must not make every installed 7 GB environment out of date.
+        digest = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode())
         if constraints_path is not None:
-            digest.update(constraints_path.read_bytes())
+            digest.update(_constraint_lines(constraints_path.read_text("utf-8")).encode())
         return ModelEnvSpec(
             path=path,
             revision=int(spec_s["revision"]),
@@ -181,3 +185,11 @@ def _build(table: dict) -> TorchBuild:
         min_driver_windows=table.get("min_driver_windows"),
         archs=tuple(table.get("archs", ())),
     )
+
+
+def _constraint_lines(text: str) -> str:
+    """The pins of a constraints file, without its comments, blank lines and spacing."""
+    # pip's rule: a comment starts with "#" at the line's start or after a space (a URL's
+    # "#sha256=" fragment is part of the pin).
+    pins = (re.sub(r"(^|\s)#.*", "", line).strip() for line in text.splitlines())
+    return "\n".join(pin for pin in pins if pin)
