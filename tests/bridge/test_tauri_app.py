@@ -321,6 +321,8 @@ def test_a_second_app_instance_is_told_which_one_serves_the_ml_folder(
         refused = wait_step(second, "error", timeout_s=FIRST_READY_TIMEOUT_S)
         assert refused["where"] == "start", refused
         message = refused["message"]
+        # The sidecar's sentence leads: it is what the user can act on.
+        assert message.startswith("Another GeoLibre sidecar (pid"), message
         assert f"pid {a['pid']}" in message and a["url"] in message, message
         assert "quit the app that started it" in message, message
         with httpx.Client(trust_env=False, timeout=10) as client:

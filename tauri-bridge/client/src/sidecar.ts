@@ -69,6 +69,8 @@ const DEFAULT_STOP_STEP_MS = 8_000;
 const KILL_WAIT_MS = 3_000;
 // After a call found no sidecar, how long to wait for its exit to be reported.
 const EXIT_NOTICE_MS = 2_000;
+/** How the launcher starts the one line that says why it refuses to start. */
+const REFUSAL_PREFIX = "geolibre-sidecar: ";
 
 const now = (): number => performance.now();
 
@@ -255,7 +257,11 @@ export class Sidecar implements ConnectionSource {
           run.exit = exit;
           settleExit(exit);
           const how = exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
-          onFailure(failure("exited", `The ML sidecar ${how} before it was ready (${described}).`));
+          const exited = `The ML sidecar ${how} before it was ready (${described}).`;
+          // Its own refusal (a data folder in use, a bad setting) is the sentence a user
+          // can act on: it leads, the exit follows.
+          const said = refusal(tail.snapshot());
+          onFailure(failure("exited", said ? `${said} (${exited})` : exited));
           this.onExit(run, exit);
         },
       });
@@ -380,4 +386,13 @@ export class Sidecar implements ConnectionSource {
       }
     }
   }
+}
+
+/** The sentence the launcher prints when it refuses to start (`geolibre-sidecar: …`), if any. */
+function refusal(stderr: readonly string[]): string | null {
+  for (let i = stderr.length - 1; i >= 0; i--) {
+    const line = stderr[i] ?? "";
+    if (line.startsWith(REFUSAL_PREFIX)) return line.slice(REFUSAL_PREFIX.length).trim() || null;
+  }
+  return null;
 }

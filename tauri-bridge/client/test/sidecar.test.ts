@@ -87,6 +87,8 @@ test("a sidecar that cannot start fails with the last lines of its stderr", asyn
   );
   assert.match(error.message, /exited with code 1 before it was ready/);
   assert.match(error.message, /GEOLIBRE_ML_MAX_IN_FLIGHT='lots'/, "the message itself quotes stderr");
+  // The launcher's own sentence leads the message: it is what the user can act on.
+  assert.match(error.message, /^[^\n]*GEOLIBRE_ML_MAX_IN_FLIGHT='lots'[^\n]*\(The ML sidecar exited with code 1/);
   assert.equal(sidecar.state, "failed");
   await assert.rejects(new MlClient(sidecar).status(), SidecarStartError);
 });
