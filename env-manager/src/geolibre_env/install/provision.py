@@ -26,7 +26,7 @@ from geolibre_env.errors import (
     WeightsError,
 )
 from geolibre_env.install.build_steps import BUILD_STEPS, EnvBuilder, Steps
-from geolibre_env.install.bundle.install import AfterSwitch, install_from_bundle
+from geolibre_env.install.bundle.install import AfterSwitch, bundled_install
 from geolibre_env.install.failures import (
     KINDS,
     ClassifiedInstallError,
@@ -69,7 +69,7 @@ class Provisioner:
     """Builds, verifies and switches in model environments for one settings object.
 
     Also the :class:`~geolibre_env.install.bundle.install.InstallHost` an offline
-    bundle install runs in (``staging_dir``, ``emit``, ``timed``, ``install_with``)."""
+    bundle install runs in (``staging_dir``, ``emit``, ``timed``)."""
 
     def __init__(
         self,
@@ -133,7 +133,14 @@ class Provisioner:
         try:
             if request.bundle is None:
                 return self._install(request, check_active=check_active)
-            return install_from_bundle(self, request)
+            with bundled_install(self, request) as bundled:
+                return self._install(
+                    request,
+                    check_active=False,
+                    source=bundled.source,
+                    plan=bundled.plan,
+                    after_switch=bundled.after_switch,
+                )
         except GeoLibreError as exc:
             self._record_failure(exc)
             raise
@@ -287,20 +294,6 @@ class Provisioner:
     def timed(self, phase: str) -> contextlib.AbstractContextManager[None]:
         """Time a phase into the result's ``timings_s``."""
         return self._steps.timed(phase)
-
-    def install_with(
-        self,
-        request: InstallRequest,
-        *,
-        plan: InstallPlan,
-        source: PackageSource,
-        after_switch: AfterSwitch,
-    ) -> InstallResult:
-        """The install with a given plan and package source (an offline bundle), and
-        ``after_switch`` in place of the weights download. The caller holds the lock."""
-        return self._install(
-            request, check_active=False, source=source, plan=plan, after_switch=after_switch
-        )
 
     # -- building -------------------------------------------------------------------
     def _build_and_switch(

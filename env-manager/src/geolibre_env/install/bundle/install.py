@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import platform
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -65,21 +65,21 @@ class InstallHost(Protocol):
         """Time a phase into the result's ``timings_s``."""
         ...
 
-    def install_with(
-        self,
-        request: InstallRequest,
-        *,
-        plan: InstallPlan,
-        source: PackageSource,
-        after_switch: AfterSwitch,
-    ) -> InstallResult:
-        """The ordinary install with this plan and package source, and
-        ``after_switch`` in place of the weights download."""
-        ...
+
+@dataclasses.dataclass(frozen=True)
+class BundledInstall:
+    """What the ordinary install runs with to install from a checked bundle: this
+    plan and package source, and ``after_switch`` in place of the weights download."""
+
+    plan: InstallPlan
+    source: PackageSource
+    after_switch: AfterSwitch
 
 
-def install_from_bundle(host: InstallHost, request: InstallRequest) -> InstallResult:
-    """Check, then install from ``request.bundle``; the caller holds the install lock."""
+@contextlib.contextmanager
+def bundled_install(host: InstallHost, request: InstallRequest) -> Iterator[BundledInstall]:
+    """Check ``request.bundle`` and give what installing from it takes; the unpacked
+    bundle stays until the block ends. The caller holds the install lock."""
     assert request.bundle is not None
     archive = request.bundle.expanduser().absolute()
     staging = host.staging_dir
@@ -123,9 +123,7 @@ def install_from_bundle(host: InstallHost, request: InstallRequest) -> InstallRe
         def weights(plan: InstallPlan, env: ActiveEnvironment, result: InstallResult) -> None:
             _place_weights(host, bundle, env, result)
 
-        return host.install_with(
-            request, plan=plan, source=BundleSource(bundle.wheels, archive), after_switch=weights
-        )
+        yield BundledInstall(plan, BundleSource(bundle.wheels, archive), weights)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
