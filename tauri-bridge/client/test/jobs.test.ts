@@ -5,36 +5,14 @@
  */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { jobForm, MlClient, nodeSidecar, SidecarError } from "@geolibre/ml-client/node";
-import type { Sidecar } from "@geolibre/ml-client/node";
+import { jobForm } from "@geolibre/ml-client/node";
 
-import { sidecarEnv, sidecarProgram, tempDir } from "./support/env.js";
-import { READY_TIMEOUT_MS } from "./support/sidecars.js";
+import { failure, sidecarForFile } from "./support/sidecars.js";
 
-let sidecar: Sidecar;
-let client: MlClient;
+const { client } = sidecarForFile();
 const raster = new Blob([new Uint8Array([73, 73, 42, 0, 8, 0, 0, 0])], { type: "image/tiff" });
-
-async function failure(promise: Promise<unknown>): Promise<SidecarError> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  assert.ok(error instanceof SidecarError, `expected a SidecarError, got ${String(error)}`);
-  return error;
-}
-
-before(async () => {
-  sidecar = nodeSidecar({ program: sidecarProgram(), env: sidecarEnv(tempDir("home")), readyTimeoutMs: READY_TIMEOUT_MS });
-  await sidecar.start();
-  client = new MlClient(sidecar);
-});
-
-after(async () => {
-  await sidecar.stop();
-});
 
 test("jobForm sends the mode's fields, mode, tile_size and overlap", () => {
   const form = jobForm({ mode: "text", file: raster, filename: "big.tif", prompt: "trees", tile_size: 512, overlap: 64 });

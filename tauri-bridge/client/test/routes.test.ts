@@ -4,18 +4,17 @@
  */
 
 import assert from "node:assert/strict";
-import { after, before, test } from "node:test";
+import { test } from "node:test";
 
-import { isAbortError, MlClient, nodeSidecar, SidecarError } from "@geolibre/ml-client/node";
-import type { FeatureCollection, JsonObject, Sidecar, TextSegmentParams } from "@geolibre/ml-client/node";
+import { isAbortError, MlClient, nodeSidecar } from "@geolibre/ml-client/node";
+import type { FeatureCollection, JsonObject, TextSegmentParams } from "@geolibre/ml-client/node";
 
 import { sidecarEnv, sidecarProgram, tempDir } from "./support/env.js";
 import { makePng } from "../demo/sample-image.js";
-import { READY_TIMEOUT_MS } from "./support/sidecars.js";
+import { failure, READY_TIMEOUT_MS, sidecarForFile } from "./support/sidecars.js";
 import { isGone, waitFor } from "./support/wait.js";
 
-let sidecar: Sidecar;
-let client: MlClient;
+const { sidecar, client } = sidecarForFile();
 const image = new Blob([new Uint8Array(makePng(64, 48))], { type: "image/png" });
 
 /** What the stand-in says it received (its answers carry a "standin" member). */
@@ -28,29 +27,6 @@ interface StandinEcho {
 function echo(answer: FeatureCollection | JsonObject): StandinEcho {
   return answer["standin"] as unknown as StandinEcho;
 }
-
-async function failure(promise: Promise<unknown>): Promise<SidecarError> {
-  const error = await promise.then(
-    () => null,
-    (e: unknown) => e,
-  );
-  assert.ok(error instanceof SidecarError, `expected a SidecarError, got ${String(error)}`);
-  return error;
-}
-
-before(async () => {
-  sidecar = nodeSidecar({
-    program: sidecarProgram(),
-    env: sidecarEnv(tempDir("home")),
-    readyTimeoutMs: READY_TIMEOUT_MS,
-  });
-  await sidecar.start();
-  client = new MlClient(sidecar);
-});
-
-after(async () => {
-  await sidecar.stop();
-});
 
 test("status has GeoLibre's keys and the sidecar's, typed", async () => {
   const status = await client.status();

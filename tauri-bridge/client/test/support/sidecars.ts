@@ -1,8 +1,10 @@
 /** Start real sidecars for a test and make sure none outlives it. */
 
+import assert from "node:assert/strict";
+import { after, before } from "node:test";
 import type { TestContext } from "node:test";
 
-import { nodeSidecar } from "@geolibre/ml-client/node";
+import { MlClient, nodeSidecar, SidecarError } from "@geolibre/ml-client/node";
 import type { NodeSidecarOptions, Sidecar } from "@geolibre/ml-client/node";
 
 import { sidecarEnv, sidecarProgram, tempDir } from "./env.js";
@@ -29,4 +31,30 @@ export function testSidecar(t: TestContext | null, options: TestSidecarOptions =
     await sidecar.stop();
   });
   return sidecar;
+}
+
+/** One sidecar and its client for every test of a file: started before the first, stopped after the last. */
+export function sidecarForFile(): { readonly sidecar: Sidecar; readonly client: MlClient } {
+  const sidecar = nodeSidecar({
+    program: sidecarProgram(),
+    env: sidecarEnv(tempDir("home")),
+    readyTimeoutMs: READY_TIMEOUT_MS,
+  });
+  before(async () => {
+    await sidecar.start();
+  });
+  after(async () => {
+    await sidecar.stop();
+  });
+  return { sidecar, client: new MlClient(sidecar) };
+}
+
+/** The SidecarError `promise` rejects with (fails the test if it resolves or throws anything else). */
+export async function failure(promise: Promise<unknown>): Promise<SidecarError> {
+  const error = await promise.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  assert.ok(error instanceof SidecarError, `expected a SidecarError, got ${String(error)}`);
+  return error;
 }
