@@ -42,20 +42,7 @@ export type { ProcessHandlers, ProcessLauncher, SidecarCommand, SidecarProcess }
 export { RestartPolicy } from "./restart.js";
 export type { RestartDecision, RestartPolicyOptions } from "./restart.js";
 export { isBinaryFormat, segmentForm } from "./segment.js";
-export type {
-  AutomaticSegmentParams,
-  Feature,
-  FeatureCollection,
-  MultiPolygon,
-  OutputFormat,
-  Polygon,
-  Position,
-  PredictSegmentParams,
-  SegmentMode,
-  SegmentOutput,
-  SegmentParams,
-  TextSegmentParams,
-} from "./segment.js";
+export type * from "./segment.js";
 export { Sidecar } from "./sidecar.js";
 export { stopProcess } from "./stop.js";
 export type { StopOptions, StopTarget } from "./stop.js";
