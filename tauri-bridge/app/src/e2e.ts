@@ -16,6 +16,8 @@ import { invoke } from "@tauri-apps/api/core";
 import { getCurrentWindow } from "@tauri-apps/api/window";
 import { Command } from "@tauri-apps/plugin-shell";
 
+import { element } from "../../client/demo/page";
+
 export interface InstallSeen {
   events: number;
   progress: number;
@@ -40,12 +42,6 @@ async function waitFor(what: string, condition: () => boolean, timeoutMs: number
     if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000} s: ${what}`);
     await new Promise((done) => setTimeout(done, 100));
   }
-}
-
-function element<T extends HTMLElement | SVGElement = HTMLElement>(id: string): T {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`the page has no #${id}`);
-  return found as T;
 }
 
 const text = (id: string): string => element(id).textContent ?? "";

@@ -4,16 +4,18 @@
  * imported, not copied), which spawns bundled uv through the shell plugin and
  * reads the ready line with our TypeScript client. The page shows the status
  * ("Start server" while the backend is off), runs a text segmentation of a
- * sample image drawn on a canvas, and follows an install over SSE.
+ * sample image drawn on a canvas, and follows an install over SSE. The status,
+ * install and polygon views are the demo's own (../../client/demo/page.ts).
  *
  * When a test drives the app (GEOLIBRE_APP_E2E_REPORT), e2e.ts clicks the
  * page's buttons in order and reports what it shows, one JSON line per step.
  */
 
 import { invoke } from "@tauri-apps/api/core";
-import { overallFraction, SidecarError } from "@geolibre/ml-client";
-import type { FeatureCollection, InstallEvent, MlClient, MlStatus, Position } from "@geolibre/ml-client";
+import { overallFraction } from "@geolibre/ml-client";
+import type { InstallEvent, MlClient } from "@geolibre/ml-client";
 
+import { draw, element, message, showInstallEvent, showStatus, showUnreachable } from "../../client/demo/page";
 import { startMlSidecar } from "../../tauri/ml-sidecar";
 
 import { drive, report } from "./e2e";
@@ -22,17 +24,6 @@ import type { InstallSeen } from "./e2e";
 const STATUS_POLL_MS = 1000;
 const LOG_LINES = 14;
 const LOG_FLUSH_MS = 200;
-
-function element<T extends HTMLElement | SVGElement = HTMLElement>(id: string): T {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`the page has no #${id}`);
-  return found as T;
-}
-
-function message(error: unknown): string {
-  if (error instanceof SidecarError) return error.hint ? `${error.detail} ${error.hint}` : error.detail;
-  return error instanceof Error ? error.message : String(error);
-}
 
 // --- the sidecar's output: on the page and in <app log dir>/ml-sidecar.log ---------
 
@@ -66,25 +57,12 @@ function onOutput(line: string): void {
 
 let client: MlClient | null = null;
 
-function showStatus(status: MlStatus): void {
-  const badge = element("status-state");
-  badge.textContent = status.state;
-  badge.dataset["state"] = status.state;
-  element("status-message").textContent = status.message;
-  element("status-hints").replaceChildren(
-    ...status.hints.map((hint) => Object.assign(document.createElement("li"), { textContent: hint })),
-  );
-  element<HTMLButtonElement>("start-backend").disabled = status.available || status.state === "starting";
-}
-
 async function refreshStatus(): Promise<void> {
   if (!client) return;
   try {
     showStatus(await client.status());
   } catch (error) {
-    element("status-state").dataset["state"] = "unreachable";
-    element("status-state").textContent = "unreachable";
-    element("status-message").textContent = message(error);
+    showUnreachable(error);
   }
 }
 
@@ -120,33 +98,6 @@ function sampleImage(): Promise<File> {
   );
 }
 
-function rings(result: FeatureCollection): Position[][] {
-  return result.features.flatMap((feature) => {
-    const geometry = feature.geometry;
-    if (!geometry) return [];
-    return geometry.type === "Polygon" ? geometry.coordinates : geometry.coordinates.flat();
-  });
-}
-
-/** The polygons in their own coordinates (north up), fitted to the box. */
-function draw(result: FeatureCollection): number {
-  const svg = element<SVGSVGElement>("result");
-  const all = rings(result);
-  const xs = all.flat().map((p) => p[0]);
-  const ys = all.flat().map((p) => -p[1]);
-  const box = [Math.min(...xs), Math.min(...ys), Math.max(...xs) - Math.min(...xs), Math.max(...ys) - Math.min(...ys)];
-  svg.setAttribute("viewBox", box.map((n) => (Number.isFinite(n) ? n : 0)).join(" "));
-  svg.replaceChildren(
-    ...all.map((ring) => {
-      const polygon = document.createElementNS("http://www.w3.org/2000/svg", "polygon");
-      polygon.setAttribute("points", ring.map((p) => `${p[0]},${-p[1]}`).join(" "));
-      polygon.setAttribute("vector-effect", "non-scaling-stroke");
-      return polygon;
-    }),
-  );
-  return all.length;
-}
-
 async function segment(): Promise<void> {
   if (!client) return;
   const status = element("segment-status");
@@ -175,33 +126,15 @@ async function segment(): Promise<void> {
 
 const seen: InstallSeen = { events: 0, progress: 0, phases: new Set<string>(), fractions: [] };
 
-function showInstallEvent(event: InstallEvent): void {
+/** The page's install view (shared with the demo), and what the e2e flow reports of it. */
+function onInstallEvent(event: InstallEvent): void {
+  showInstallEvent(event);
   seen.events += 1;
-  const fraction = overallFraction(event);
-  if (fraction !== null) {
-    const shown = Math.max(element<HTMLProgressElement>("install-progress").value, fraction);
-    element<HTMLProgressElement>("install-progress").value = shown;
-    seen.fractions.push(shown);
-  }
-  const line = document.createElement("li");
   if (event.event === "progress") {
     seen.progress += 1;
     seen.phases.add(event.phase);
-    element("install-phase").textContent = event.phase;
-    element("install-message").textContent = event.message;
-    line.textContent = `${event.phase}: ${event.message}`;
-  } else if (event.event === "end") {
-    const result = element("install-result");
-    result.dataset["state"] = event.state;
-    const why = event.error?.detail ? `: ${event.error.detail} ${event.error.hint ?? ""}` : "";
-    result.textContent = `Install ${event.state}${why}`;
-    line.textContent = `end: ${event.state}`;
-  } else {
-    line.textContent = event.event;
   }
-  const log = element("install-log");
-  log.append(line);
-  while (log.children.length > 8) log.firstElementChild?.remove();
+  if (overallFraction(event) !== null) seen.fractions.push(element<HTMLProgressElement>("install-progress").value);
 }
 
 async function install(): Promise<void> {
@@ -209,7 +142,7 @@ async function install(): Promise<void> {
   element<HTMLButtonElement>("install").disabled = true;
   try {
     await client.install({ weights: false, force: true });
-    await client.followInstall(showInstallEvent);
+    await client.followInstall(onInstallEvent);
   } catch (error) {
     element("install-result").dataset["state"] = "error";
     element("install-result").textContent = message(error);

@@ -5,31 +5,17 @@
  * and reads it again when the sidecar was restarted (a ConnectionSource).
  */
 
-import { isAbortError, MlClient, overallFraction, SidecarError } from "@geolibre/ml-client";
-import type {
-  ConnectionSource,
-  FeatureCollection,
-  InstallEvent,
-  JobEvent,
-  JobSnapshot,
-  MlStatus,
-  Position,
-  SidecarEndpoint,
-} from "@geolibre/ml-client";
+import { isAbortError, MlClient } from "@geolibre/ml-client";
+import type { ConnectionSource, JobEvent, JobSnapshot, MlStatus, SidecarEndpoint } from "@geolibre/ml-client";
+
+import { draw, element, message, showInstallEvent, showStatus as showSharedStatus, showUnreachable } from "./page.js";
+import type { ShownImage } from "./page.js";
 
 interface DemoConfig extends SidecarEndpoint {
   backend: "standin" | "real";
 }
 
 const STATUS_POLL_MS = 1000;
-const LOG_LINES = 8;
-const SVG_NS = "http://www.w3.org/2000/svg";
-
-function element<T extends HTMLElement | SVGElement = HTMLElement>(id: string): T {
-  const found = document.getElementById(id);
-  if (!found) throw new Error(`the page has no #${id}`);
-  return found as T;
-}
 
 async function loadConfig(): Promise<DemoConfig> {
   const response = await fetch("/config.json", { cache: "no-store" });
@@ -56,23 +42,11 @@ class DemoConnection implements ConnectionSource {
 const connection = new DemoConnection();
 const client = new MlClient(connection);
 
-function message(error: unknown): string {
-  if (error instanceof SidecarError) return error.hint ? `${error.detail} ${error.hint}` : error.detail;
-  return error instanceof Error ? error.message : String(error);
-}
-
 // --- status ---------------------------------------------------------------------
 
 function showStatus(status: MlStatus): void {
-  const badge = element("status-state");
-  badge.textContent = status.state;
-  badge.dataset["state"] = status.state;
-  element("status-message").textContent = status.message;
-  element("status-hints").replaceChildren(
-    ...status.hints.map((hint) => Object.assign(document.createElement("li"), { textContent: hint })),
-  );
+  showSharedStatus(status);
   element("status-accelerator").textContent = status.accelerator?.summary ?? "";
-  element<HTMLButtonElement>("start-backend").disabled = status.available || status.state === "starting";
   element<HTMLButtonElement>("stop-backend").disabled = !status.available;
   if (status.install?.running && !following) void followInstall();
 }
@@ -81,10 +55,7 @@ async function refreshStatus(): Promise<void> {
   try {
     showStatus(await client.status());
   } catch (error) {
-    const badge = element("status-state");
-    badge.textContent = "unreachable";
-    badge.dataset["state"] = "unreachable";
-    element("status-message").textContent = message(error);
+    showUnreachable(error);
   }
 }
 
@@ -100,32 +71,6 @@ async function backendButton(action: () => Promise<MlStatus>): Promise<void> {
 // --- install --------------------------------------------------------------------
 
 let following = false;
-let shownFraction = 0;
-
-function showInstallEvent(event: InstallEvent): void {
-  const fraction = overallFraction(event);
-  if (fraction !== null) shownFraction = Math.max(shownFraction, fraction);
-  element<HTMLProgressElement>("install-progress").value = shownFraction;
-  const log = element("install-log");
-  const line = document.createElement("li");
-  if (event.event === "progress") {
-    element("install-phase").textContent = event.phase;
-    element("install-message").textContent = event.message;
-    line.textContent = `${event.phase}: ${event.message}`;
-  } else if (event.event === "error") {
-    line.textContent = `error: ${event.detail}`;
-  } else if (event.event === "end") {
-    const result = element("install-result");
-    result.dataset["state"] = event.state;
-    const why = event.error?.detail ? `: ${event.error.detail} ${event.error.hint ?? ""}` : "";
-    result.textContent = `Install ${event.state}${why}`;
-    line.textContent = `end: ${event.state}`;
-  } else {
-    line.textContent = `${event.event}: ${event.outcome} (${event.env})`;
-  }
-  log.append(line);
-  while (log.children.length > LOG_LINES) log.firstElementChild?.remove();
-}
 
 async function followInstall(): Promise<void> {
   following = true;
@@ -146,7 +91,7 @@ async function followInstall(): Promise<void> {
 async function startInstall(): Promise<void> {
   const token = element<HTMLInputElement>("install-token").value.trim();
   const skipWeights = element<HTMLInputElement>("install-skip-weights").checked;
-  shownFraction = 0;
+  element<HTMLProgressElement>("install-progress").value = 0;
   element("install-log").replaceChildren();
   element("install-result").textContent = "";
   try {
@@ -163,12 +108,6 @@ async function startInstall(): Promise<void> {
 let running: AbortController | null = null;
 let sample: File | null = null;
 
-interface ShownImage {
-  url: string;
-  width: number;
-  height: number;
-}
-
 /** The upload as a browser image, when the browser can show it (not a GeoTIFF). */
 function imageOf(file: Blob): Promise<ShownImage | null> {
   const url = URL.createObjectURL(file);
@@ -178,49 +117,6 @@ function imageOf(file: Blob): Promise<ShownImage | null> {
     img.onerror = () => resolve(null);
     img.src = url;
   });
-}
-
-function rings(result: FeatureCollection): Position[][] {
-  return result.features.flatMap((feature) => {
-    const geometry = feature.geometry;
-    if (!geometry) return [];
-    return geometry.type === "Polygon" ? geometry.coordinates : geometry.coordinates.flat();
-  });
-}
-
-/** Polygons over the image: pixel coordinates when the answer has no CRS, else map units (north up). */
-function draw(result: FeatureCollection, image: ShownImage | null): number {
-  const svg = element<SVGSVGElement>("result");
-  const all = rings(result);
-  const pixels = !result.crs && image !== null;
-  const flip = pixels ? 1 : -1;
-  let box = [0, 0, image?.width ?? 1, image?.height ?? 1];
-  if (!pixels) {
-    const xs = all.flat().map((p) => p[0]);
-    const ys = all.flat().map((p) => p[1] * flip);
-    box = [
-      Math.min(...xs),
-      Math.min(...ys),
-      Math.max(...xs) - Math.min(...xs),
-      Math.max(...ys) - Math.min(...ys),
-    ];
-  }
-  svg.setAttribute("viewBox", box.map((n) => (Number.isFinite(n) ? n : 0)).join(" "));
-  const children: SVGElement[] = [];
-  if (pixels && image) {
-    const picture = document.createElementNS(SVG_NS, "image");
-    picture.setAttribute("href", image.url);
-    picture.setAttribute("width", String(image.width));
-    picture.setAttribute("height", String(image.height));
-    children.push(picture);
-  }
-  for (const ring of all) {
-    const polygon = document.createElementNS(SVG_NS, "polygon");
-    polygon.setAttribute("points", ring.map((p) => `${p[0]},${p[1] * flip}`).join(" "));
-    children.push(polygon);
-  }
-  svg.replaceChildren(...children);
-  return all.length;
 }
 
 async function chosenFile(): Promise<File | null> {

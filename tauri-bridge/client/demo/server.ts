@@ -159,7 +159,7 @@ function send(response: ServerResponse, status: number, type: string, body: stri
 function fileFor(pathname: string): string | null {
   if (pathname === "/") return join(PAGE_DIR, "index.html");
   if (pathname === "/style.css") return join(PAGE_DIR, "style.css");
-  const app = /^\/(app\.js(?:\.map)?)$/.exec(pathname);
+  const app = /^\/((?:app|page)\.js(?:\.map)?)$/.exec(pathname);
   if (app) return join(here, app[1] as string);
   const client = /^\/client\/([\w-]+\.js(?:\.map)?)$/.exec(pathname);
   if (client) return join(DIST_DIR, client[1] as string);
