@@ -44,9 +44,11 @@ ELSEWHERE: dict[str, str] = {
     "python3 dev.py sidecar": "tests/dev/test_dev_signals.py starts it and stops it by pid",
     "python3 dev.py test": "the suite itself (.ci/run)",
     f"{CLI} install --ask-token": "a real install (PyTorch, about 7 GB): tests/tier3",
-    f"{CLI} repair": "installs what is missing: tests/env_manager/test_provision.py",
+    f"{CLI} repair": "installs what is missing: tests/env_manager/install/test_provision.py",
     f"{CLI} bundle export --output bundle.tar --os windows --arch x86_64 --python 3.12 "
-    "--build cu126 --backend meta --ask-token": "downloads: tests/env_manager/test_bundle.py",
+    "--build cu126 --backend meta --ask-token": (
+        "downloads: tests/env_manager/install/test_bundle.py"
+    ),
     "bash installers/install-model-backend.sh": (
         "a real install: tests/installers/test_install_script.py"
     ),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from geolibre_env.install.failures import KINDS, FailureContext, classify_install_failure
 
-RECORDED = Path(__file__).parent / "fixtures" / "install_failures"
+RECORDED = Path(__file__).parents[1] / "fixtures" / "install_failures"
 PROXY = FailureContext(
     where="the mirror 127.0.0.1:39861 (UV_INDEX_URL)",
     host="127.0.0.1:39861",

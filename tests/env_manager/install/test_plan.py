@@ -30,7 +30,7 @@ from geolibre_env.spec import load_spec
 SPEC = load_spec()
 GIB = 2**30
 GB = 10**9
-FIXTURES = Path(__file__).parent / "fixtures" / "machines"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "machines"
 PY311 = PythonInstall("3.11.9", "/usr/bin/python3.11")
 PY312 = PythonInstall("3.12.4", "/usr/bin/python3.12")
 

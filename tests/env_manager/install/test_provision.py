@@ -153,7 +153,7 @@ def test_a_second_concurrent_install_refuses_clearly_or_waits(installer):
 
 def test_not_enough_disk_is_refused_before_anything_is_written(installer, tmp_path):
     spec_dir = tmp_path / "spec"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "installers", spec_dir)
+    shutil.copytree(Path(__file__).resolve().parents[3] / "installers", spec_dir)
     spec_file = spec_dir / "model-env.toml"
     text = spec_file.read_text()
     # Linux without a GPU installs the package index's cu130 wheel: its figures count.

@@ -1,6 +1,6 @@
 """Machine detection: nvidia-smi and kernel outputs (recorded), and real probes.
 
-The recorded outputs live in fixtures/machines/ (see its README.txt). The
+The recorded outputs live in tests/env_manager/fixtures/machines/ (see its README.txt). The
 integration tests point GEOLIBRE_ML_NVIDIA_SMI at a real script that prints
 a recording, fails, or hangs, and run the real detect_machine().
 """
@@ -43,7 +43,7 @@ from geolibre_env.settings import EnvSettings
 from geolibre_env.spec import load_spec
 from geolibre_env.uv.runner import UvTool, find_uv
 
-FIXTURES = Path(__file__).parent / "fixtures" / "machines"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "machines"
 
 
 def recorded(name: str) -> str:

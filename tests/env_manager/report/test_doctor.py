@@ -17,8 +17,7 @@ from geolibre_env.backend.process import ProcessIdentity
 from geolibre_env.backend.record import BackendRecord, write_record
 from geolibre_env.paths import Paths
 
-from tests.env_manager.test_machine import FIXTURES
-
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "machines"
 SECRET = "hf_DoctorSecretDoctorSecret0123456789"
 
 
@@ -159,7 +158,7 @@ def test_a_stranger_on_the_backends_port_is_named(installer):
 
 def test_low_disk_is_a_warning_with_the_numbers(installer, tmp_path):
     spec_dir = tmp_path / "spec"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "installers", spec_dir)
+    shutil.copytree(Path(__file__).resolve().parents[3] / "installers", spec_dir)
     spec_file = spec_dir / "model-env.toml"
     text = spec_file.read_text().replace(
         "weights_bytes = 3_500_000_000", "weights_bytes = 1_000_000_000_000_000"

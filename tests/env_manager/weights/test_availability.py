@@ -25,7 +25,7 @@ from geolibre_env.weights.availability import segmentation_availability, weights
 from geolibre_env.weights.models import fetch_model
 from geolibre_env.weights.sam3 import fetch_weights, planned_backend, store_token
 
-from .fake_hub import FakeHub, sam3_hub
+from tests.env_manager.fake_hub import FakeHub, sam3_hub
 
 TOKEN = "hf_AvailabilityToken0123456789abcdefXYZ"
 

@@ -43,9 +43,8 @@ from geolibre_env.weights.sam3 import (
     weights_variables,
 )
 
+from tests.env_manager.fake_hub import SAM3_REPO, VOCAB, FakeHub, FakeRepo, LoggedRequest, sam3_hub
 from tests.harness.waiting import wait_until
-
-from .fake_hub import SAM3_REPO, VOCAB, FakeHub, FakeRepo, LoggedRequest, sam3_hub
 
 TOKEN = "hf_PlantedGeoLibreToken0123456789abcdefXY"
 REPO = SAM3_REPO

@@ -1,0 +1,1 @@
+"""Tests of geolibre_env.install: planning, provisioning, bundles, source checks."""

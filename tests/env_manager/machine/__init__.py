@@ -1,0 +1,1 @@
+"""Tests of geolibre_env.machine: GPU, driver and torch build detection."""

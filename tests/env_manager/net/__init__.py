@@ -1,0 +1,1 @@
+"""Tests of geolibre_env.net: proxies, custom CAs and hostile networks."""

@@ -1,0 +1,1 @@
+"""Tests of geolibre_env.report: the doctor and its diagnostics."""

@@ -1,0 +1,1 @@
+"""Tests of geolibre_env.uv: running uv and reading its progress."""

@@ -1,0 +1,1 @@
+"""Tests of geolibre_env.weights: the SAM 3 weights on the Hub and their availability."""
