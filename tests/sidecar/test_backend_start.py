@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.harness.waiting import wait_until
-from tests.sidecar.test_supervision import FAST
+from tests.sidecar.supervision import FAST
 
 SLOW_START = {**FAST, "STANDIN_START_DELAY_S": "4", "STANDIN_START_PROGRESS": "output"}
 PROMPT_S = 1.0  # an answer, not a wait: the slow start takes 4 s

@@ -25,7 +25,7 @@ from tests.env_manager.conftest import Installer
 from tests.env_manager.fake_hub import sam3_hub
 from tests.harness.sidecar import base_env
 from tests.harness.waiting import wait_until
-from tests.sidecar.test_supervision import FAST
+from tests.sidecar.supervision import FAST
 from tests.standin.harness import make_png, start_standin
 
 pytestmark = pytest.mark.slow

@@ -1,7 +1,7 @@
 """The supervisor's state machine, in process: a real tiny child (tiny_backend.py,
 steered by its environment, as jupyter_client tests its restarter) and a fake
 clock for how long a backend has been ready. The end-to-end supervision through
-the sidecar stays in tests/sidecar/test_supervision.py.
+the sidecar stays in tests/sidecar/test_supervision_*.py.
 """
 
 from __future__ import annotations

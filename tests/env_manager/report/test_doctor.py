@@ -129,7 +129,7 @@ def test_a_gated_refusal_from_the_last_install_is_reported(installer):
 
 @pytest.mark.slow
 def test_a_backend_that_crashed_on_start_shows_its_cause(installer, sidecar_factory):
-    from tests.sidecar.test_supervision import FAST, segment
+    from tests.sidecar.supervision import FAST, segment
 
     sidecar = sidecar_factory(env={**FAST, "STANDIN_FAIL_START": "ImportError: No module named x"})
     with sidecar.client() as client:
