@@ -415,8 +415,11 @@ def test_every_captured_answer_compiles_against_the_apps_types(contract, tmp_pat
     if proc.returncode != 0:
         lines = source.read_text().splitlines()
         cited = sorted(
-            {(int(n), int(c)) for n, c in re.findall(r"\.ts\((\d+),(\d+)\)", proc.stdout)}
-        )
+            {
+                (int(n), int(c))
+                for n, c in re.findall(rf"{re.escape(source.name)}\((\d+),(\d+)\)", proc.stdout)
+            }
+        )  # tsc may also cite the client's own files: their lines are in its output
         context = "\n".join(
             f"{lines[n - 2]}\n  line {n}: ...{lines[n - 1][max(0, c - 200) : c + 60]}..."
             for n, c in cited

@@ -26,7 +26,6 @@ export type {
 export { followEvents } from "./follow.js";
 export { followJobEvents, jobForm } from "./jobs.js";
 export type {
-  JobBackend,
   JobEndEvent,
   JobEvent,
   JobList,
@@ -34,8 +33,6 @@ export type {
   JobSnapshot,
   JobState,
   JobTileEvent,
-  JobWorker,
-  JobsFacts,
 } from "./jobs.js";
 export { describeCommand, LineSplitter, LineTail } from "./process.js";
 export type { ProcessHandlers, ProcessLauncher, SidecarCommand, SidecarProcess } from "./process.js";

@@ -14,6 +14,7 @@ import type {
   TextSegmentParams,
 } from "./segment.js";
 import { segmentForm } from "./segment.js";
+import type { JobBackend, JobWorker } from "./types.js";
 
 export type JobState = "queued" | "cutting" | "running" | "merging" | "succeeded" | "failed" | "cancelled";
 
@@ -46,38 +47,6 @@ export interface JobSnapshot {
   estimated_left_s: number | null;
   features: number | null;
   error: { detail: string; hint?: string } | null;
-}
-
-export interface JobBackend {
-  name: string;
-  concurrency: number;
-  /** The GPU a managed backend is pinned to ("GPU 1: <name> (<UUID>)"); null otherwise. */
-  device: string | null;
-  /** A managed backend's state ("ready", "starting", ...); null for a remote server. */
-  state: string | null;
-  tiles_done: number;
-  failures_in_row: number;
-  last_error: string | null;
-}
-
-/** The model-environment process that cuts rasters into tiles and merges the answers. */
-export interface JobWorker {
-  state: "not_started" | "starting" | "ready" | "restarting" | "failed" | "stopped";
-  pid: number | null;
-  restarts: number;
-  /** How its last run ended (an exit status or signal, in words); null before any. */
-  last_exit: string | null;
-  /** Why it is failed, when it is. */
-  detail: string | null;
-  /** Its log file. */
-  log: string;
-}
-
-/** `/ml/status` `jobs`: how many jobs run, the backends their tiles go to, the tile worker. */
-export interface JobsFacts {
-  active: number;
-  backends: JobBackend[];
-  worker: JobWorker;
 }
 
 export interface JobList {

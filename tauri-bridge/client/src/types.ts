@@ -5,8 +5,6 @@
  * the loosely specified parts; the keys GeoLibre's front end reads are exact.
  */
 
-import type { JobsFacts } from "./jobs.js";
-
 /** A JSON value, for the parts of an answer the client does not interpret. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
 export type JsonObject = { [key: string]: JsonValue };
@@ -219,4 +217,36 @@ export interface InstallOptions {
    * An unknown id is refused with 422 before anything runs.
    */
   model?: string;
+}
+
+export interface JobBackend {
+  name: string;
+  concurrency: number;
+  /** The GPU a managed backend is pinned to ("GPU 1: <name> (<UUID>)"); null otherwise. */
+  device: string | null;
+  /** A managed backend's state ("ready", "starting", ...); null for a remote server. */
+  state: string | null;
+  tiles_done: number;
+  failures_in_row: number;
+  last_error: string | null;
+}
+
+/** The model-environment process that cuts rasters into tiles and merges the answers. */
+export interface JobWorker {
+  state: "not_started" | "starting" | "ready" | "restarting" | "failed" | "stopped";
+  pid: number | null;
+  restarts: number;
+  /** How its last run ended (an exit status or signal, in words); null before any. */
+  last_exit: string | null;
+  /** Why it is failed, when it is. */
+  detail: string | null;
+  /** Its log file. */
+  log: string;
+}
+
+/** `/ml/status` `jobs`: how many jobs run, the backends their tiles go to, the tile worker. */
+export interface JobsFacts {
+  active: number;
+  backends: JobBackend[];
+  worker: JobWorker;
 }
